@@ -1,0 +1,235 @@
+"""The registrar's grade export: one row per student per course.
+
+Read once per run (python-calamine: fast, and it reads both .xlsx and .xls),
+then reduced to ``Cohort``: students in first-appearance order, their major,
+and a course -> grade table where a retake replaces the earlier grade.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import python_calamine
+
+from .errors import PredictionError
+
+XLSX_MAGIC = b"PK\x03\x04"
+OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+TEXT_GRADES: dict[str, float] = {"优": 95.0, "良": 85.0, "中": 75.0, "及格": 65.0, "不及格": 40.0}
+
+# Why a row was dropped, as reported to the operator.
+SKIP_REASONS: dict[str, str] = {
+    "empty_id": "学号为空",
+    "empty_course": "课程名为空",
+    "empty_grade": "成绩为空",
+    "free_elective": "任选课不计入",
+    "invalid_grade": "成绩不是 0-100 的数字",
+}
+
+
+@dataclass
+class Cohort:
+    """What the grade workbook says, reduced to what the engine needs.
+
+    ``scores`` has one row per (student, course) with the last grade kept;
+    ``students`` is ordered by each student's first kept row.
+    """
+
+    students: list[str]
+    majors: dict[str, str | None]
+    scores: pd.DataFrame  # columns: sid, course, grade (float)
+    has_major_column: bool
+    skipped: Counter = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    def courses_taken(self) -> dict[str, int]:
+        """Distinct courses with a grade, per student (the ``grade`` column)."""
+        return self.scores.groupby("sid", sort=False)["course"].size().to_dict()
+
+
+def sniff_format(path: Path) -> str:
+    """'xlsx' or 'xls' from the first bytes, whatever the file name says."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except FileNotFoundError as exc:
+        raise PredictionError("FILE_NOT_FOUND", f"成绩文件不存在: {path.name}") from exc
+    except IsADirectoryError as exc:
+        raise PredictionError("FILE_NOT_FOUND", f"成绩文件不存在: {path.name}") from exc
+    if head.startswith(XLSX_MAGIC):
+        return "xlsx"
+    if head == OLE2_MAGIC:
+        return "xls"
+    raise PredictionError("NOT_EXCEL", "上传的文件不是 Excel 工作簿（.xlsx 或 .xls）")
+
+
+def _load_rows(path: Path) -> tuple[list[list[object]], list[str]]:
+    """Rows of the first non-empty sheet (the registrar puts data first)."""
+    fmt = sniff_format(path)
+    data = path.read_bytes()
+    if fmt == "xlsx":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                if "[Content_Types].xml" not in zf.namelist():
+                    raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏或不是 Excel 工作簿")
+        except zipfile.BadZipFile as exc:
+            raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+    warnings: list[str] = []
+    try:
+        wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        for i, name in enumerate(wb.sheet_names):
+            rows = wb.get_sheet_by_index(i).to_python(skip_empty_area=False)
+            rows = _trim(rows)
+            if rows:
+                if i > 0:
+                    warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
+                return rows, warnings
+    except PredictionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - calamine raises several unrelated types
+        raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+    raise PredictionError("EMPTY_WORKBOOK", "成绩文件是空的：没有任何数据")
+
+
+def _trim(rows: list[list[object]]) -> list[list[object]]:
+    """Drop trailing empty rows; a sheet of only blanks counts as empty."""
+    end = len(rows)
+    while end and all(_blank(v) for v in rows[end - 1]):
+        end -= 1
+    return rows[:end]
+
+
+def _blank(v: object) -> bool:
+    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
+
+
+def find_column(headers: list[str], *keys: str) -> int | None:
+    """Case-insensitive on stripped text: equality for every key, then containment."""
+    norm = [str(h).strip().lower() for h in headers]
+    for key in keys:
+        k = key.lower()
+        if k in norm:
+            return norm.index(k)
+    for key in keys:
+        k = key.lower()
+        for i, h in enumerate(norm):
+            if k in h:
+                return i
+    return None
+
+
+def _text(v: object) -> str:
+    """Stripped cell text; integral numbers lose their '.0' (numeric ids)."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        if math.isnan(v):
+            return ""
+        if v.is_integer():
+            return str(int(v))
+    return str(v).strip()
+
+
+def _grade(v: object) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        g = float(v)
+    else:
+        s = str(v).strip()
+        if s in TEXT_GRADES:
+            return TEXT_GRADES[s]
+        try:
+            g = float(s)
+        except ValueError:
+            return None
+    return g if math.isfinite(g) and 0.0 <= g <= 100.0 else None
+
+
+def read_grades(path: str | Path) -> Cohort:
+    """Parse the workbook per ALGORITHM.md section 4, counting every skipped row."""
+    p = Path(path)
+    rows, warnings = _load_rows(p)
+    headers = [_text(h) for h in rows[0]]
+    body = rows[1:]
+    i_course = find_column(headers, "Course_Name")
+    if i_course is None:
+        raise PredictionError("NO_COURSE_COLUMN", "成绩文件缺少 Course_Name（课程名）列")
+    i_id = find_column(headers, "SNH")
+    if i_id is None:
+        i_id = 0
+    i_major = find_column(headers, "Current_Major", "Major")
+    i_grade = find_column(headers, "Grade", "成绩")
+    if i_grade is None:
+        raise PredictionError("NO_GRADE_COLUMN", "成绩文件缺少 Grade（成绩）列")
+    i_attr = find_column(headers, "Course_Attribute")
+    if not body:
+        raise PredictionError("NO_STUDENT_ROWS", "成绩文件只有表头，没有学生数据")
+
+    width = len(headers)
+    cols = list(zip(*(r + [""] * (width - len(r)) if len(r) < width else r for r in body),
+                    strict=False))
+    ids = [_text(v) for v in cols[i_id]]
+    courses = [_text(v) for v in cols[i_course]]
+    raw_grades = cols[i_grade]
+    attrs = [_text(v) for v in cols[i_attr]] if i_attr is not None else None
+    majors = [_text(v) for v in cols[i_major]] if i_major is not None else None
+
+    skipped: Counter = Counter()
+    keep_idx: list[int] = []
+    grades: list[float] = []
+    for k in range(len(body)):
+        if not ids[k]:
+            skipped["empty_id"] += 1
+            continue
+        if not courses[k]:
+            skipped["empty_course"] += 1
+            continue
+        g_raw = raw_grades[k]
+        if _blank(g_raw) or (isinstance(g_raw, str) and not g_raw.strip()):
+            skipped["empty_grade"] += 1
+            continue
+        if attrs is not None and "任选课" in attrs[k]:
+            skipped["free_elective"] += 1
+            continue
+        g = _grade(g_raw)
+        if g is None:
+            skipped["invalid_grade"] += 1
+            continue
+        keep_idx.append(k)
+        grades.append(g)
+
+    if not keep_idx:
+        raise PredictionError("NO_STUDENT_ROWS", "成绩文件中没有任何有效的学生成绩行")
+    kept = pd.DataFrame({
+        "sid": [ids[k] for k in keep_idx],
+        "course": [courses[k] for k in keep_idx],
+        "grade": np.asarray(grades, dtype=float),
+    })
+    students = list(dict.fromkeys(kept["sid"]))
+    first_row = kept.drop_duplicates("sid", keep="first").index.to_numpy()
+    if majors is not None:
+        major_of = {kept["sid"].iat[i]: (majors[keep_idx[i]] or None) for i in first_row}
+    else:
+        major_of = dict.fromkeys(students)
+    # Retakes: the last row for a (student, course) wins.
+    scores = kept.drop_duplicates(["sid", "course"], keep="last").reset_index(drop=True)
+
+    for reason, n in skipped.items():
+        warnings.append(f"跳过 {n} 行：{SKIP_REASONS[reason]}")
+    return Cohort(
+        students=students,
+        majors=major_of,
+        scores=scores,
+        has_major_column=i_major is not None,
+        skipped=skipped,
+        warnings=warnings,
+    )

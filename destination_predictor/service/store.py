@@ -1,0 +1,129 @@
+"""Durable task records: SQLite (WAL) in the data dir plus an in-memory index.
+
+Status requests are answered from memory so they never wait on the disk; every
+change is written through to SQLite before it becomes visible, so a ``kill -9``
+loses nothing that a client has already been told. One connection guarded by
+the store's lock is enough: writes are tiny and already serialised by it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .task import ACTIVE, COMPLETED, Task
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id         TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    cache_key  TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    record     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_cache_key ON tasks (cache_key);
+"""
+
+
+class TaskNotFound(KeyError):
+    """No task with this id (never created, or deleted after a refused start)."""
+
+
+class TaskStore:
+    """All reads and writes of task records go through here."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False,
+                                     isolation_level=None, timeout=10.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._tasks: dict[str, Task] = {}
+        for (record,) in self._conn.execute("SELECT record FROM tasks ORDER BY seq"):
+            task = Task.from_record(json.loads(record))
+            self._tasks[task.id] = task
+        self._next_seq = max((t.seq for t in self._tasks.values()), default=0) + 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def next_seq(self) -> int:
+        """Creation order, kept across restarts so recovered tasks stay first in line."""
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
+
+    def add(self, task: Task) -> None:
+        with self._lock:
+            if task.id in self._tasks:
+                raise ValueError(f"duplicate task id {task.id}")
+            self._write(task)
+            self._tasks[task.id] = task
+
+    def get(self, task_id: str) -> Task | None:
+        with self._lock:
+            return self._tasks.get(task_id)
+
+    def update(self, task_id: str, change: Callable[[Task], Task]) -> Task:
+        """Apply one transition atomically (read, change, persist, publish)."""
+        with self._lock:
+            old = self._tasks.get(task_id)
+            if old is None:
+                raise TaskNotFound(task_id)
+            new = change(old)
+            if new is not old:
+                self._write(new)
+                self._tasks[task_id] = new
+            return new
+
+    def delete(self, task_id: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            self._tasks.pop(task_id, None)
+
+    def all(self) -> list[Task]:
+        """Oldest first."""
+        with self._lock:
+            return sorted(self._tasks.values(), key=lambda t: t.seq)
+
+    def newest(self, status: str | None = None, limit: int = 50) -> list[Task]:
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if status is None or t.status == status]
+        tasks.sort(key=lambda t: t.seq, reverse=True)
+        return tasks[:limit]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out: dict[str, int] = {}
+            for t in self._tasks.values():
+                out[t.status] = out.get(t.status, 0) + 1
+            return out
+
+    def active(self) -> list[Task]:
+        with self._lock:
+            return sorted((t for t in self._tasks.values() if t.status in ACTIVE),
+                          key=lambda t: t.seq)
+
+    def completed_with_key(self, cache_key: str) -> list[Task]:
+        """Candidates for the result cache, newest first."""
+        with self._lock:
+            found = [t for t in self._tasks.values()
+                     if t.cache_key == cache_key and t.status == COMPLETED and not t.expired]
+        found.sort(key=lambda t: t.seq, reverse=True)
+        return found
+
+    def _write(self, task: Task) -> None:
+        self._conn.execute(
+            "INSERT INTO tasks (id, seq, status, cache_key, created_at, record) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+            "status = excluded.status, record = excluded.record",
+            (task.id, task.seq, task.status, task.cache_key, task.created_at,
+             json.dumps(task.to_record(), ensure_ascii=False)),
+        )

@@ -1,0 +1,228 @@
+"""A prediction task and every change of its state, in one place.
+
+Clients know four statuses: ``pending``, ``running``, ``completed``,
+``failed``. Two further facts are flags, not statuses, so existing clients
+keep working:
+
+* a cancelled task is ``failed`` with ``cancelled: true``, error code
+  ``CANCELLED`` and the error "任务已取消";
+* an expired task keeps its final status with ``expired: true``; its upload and
+  result files are gone and downloads answer 410.
+
+Tasks are immutable: each transition returns a new record, so a reader that
+got a task from the store never sees it change half-way. A transition that is
+not allowed from the current status raises ``InvalidTransition`` instead of
+silently corrupting the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+ACTIVE = (PENDING, RUNNING)
+FINISHED = (COMPLETED, FAILED)
+
+PRIORITIES = ("high", "normal")
+
+CANCELLED_CODE = "CANCELLED"
+CANCELLED_MESSAGE = "任务已取消"
+
+# A task that keeps killing the service (e.g. out of memory) is not retried forever.
+MAX_ATTEMPTS = 3
+
+_TASK_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class InvalidTransition(RuntimeError):
+    """A state change that the task's current status does not allow (a bug)."""
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_valid_task_id(value: str) -> bool:
+    """Task ids end up in file names, so only the exact generated shape is accepted."""
+    return bool(_TASK_ID_RE.fullmatch(value))
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    seq: int
+    year: int
+    file_name: str                    # the client's original name, for display only
+    upload_name: str                  # the safe stored name under uploads/
+    file_sha256: str
+    cache_key: str
+    created_at: float
+    major: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    priority: str = "normal"
+    status: str = PENDING
+    progress: int = 0
+    message: str = "等待执行"
+    result_files: tuple[str, ...] = ()
+    error: str | None = None
+    error_code: str | None = None
+    warnings: tuple[str, ...] = ()
+    summary: dict[str, Any] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    cancel_requested: bool = False
+    cancelled: bool = False
+    expired: bool = False
+    expired_at: float | None = None
+    cached_from: str | None = None
+    model_version: str | None = None
+
+    # --- persistence -------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["result_files"] = list(self.result_files)
+        d["warnings"] = list(self.warnings)
+        return d
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Task:
+        known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in record.items() if k in known}
+        data["result_files"] = tuple(data.get("result_files") or ())
+        data["warnings"] = tuple(data.get("warnings") or ())
+        return cls(**data)
+
+    # --- what clients see ---------------------------------------------------
+
+    def to_public(self, queue_position: int | None = None) -> dict[str, Any]:
+        """The status payload; field names are part of the HTTP contract."""
+        duration = None
+        if self.started_at is not None and self.finished_at is not None:
+            duration = round(self.finished_at - self.started_at, 3)
+        return {
+            "id": self.id,
+            "status": self.status,
+            "progress": self.progress,
+            "message": self.message,
+            "result_files": list(self.result_files),
+            "error": self.error,
+            "error_code": self.error_code,
+            "year": self.year,
+            "major": self.major,
+            "file_name": self.file_name,
+            "priority": self.priority,
+            "config": self.config,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_s": duration,
+            "queue_position": queue_position,
+            "warnings": list(self.warnings),
+            "summary": self.summary,
+            "cancel_requested": self.cancel_requested,
+            "cancelled": self.cancelled,
+            "expired": self.expired,
+            "cached": self.cached_from is not None,
+            "cached_from": self.cached_from,
+            "model_version": self.model_version,
+        }
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+def _require(task: Task, allowed: tuple[str, ...], action: str) -> None:
+    if task.status not in allowed:
+        raise InvalidTransition(f"cannot {action} task {task.id} in status {task.status}")
+
+
+# --- transitions --------------------------------------------------------------
+
+def start(task: Task, now: float) -> Task:
+    """pending -> running; counts the attempt so crash loops can be stopped."""
+    _require(task, (PENDING,), "start")
+    return dataclasses.replace(
+        task, status=RUNNING, started_at=now, finished_at=None,
+        attempts=task.attempts + 1, message="任务开始执行",
+    )
+
+
+def report_progress(task: Task, percent: int, message: str) -> Task:
+    """Progress only moves forward and stays below 100 until the task completes,
+    so a client never sees a bar go back (also after a re-run on recovery)."""
+    _require(task, (RUNNING,), "report progress of")
+    pct = max(task.progress, min(99, max(0, int(percent))))
+    msg = message if message else task.message
+    if task.cancel_requested:
+        msg = "正在取消…"
+    if pct == task.progress and msg == task.message:
+        return task
+    return dataclasses.replace(task, progress=pct, message=msg)
+
+
+def complete(task: Task, now: float, files: list[str], summary: dict[str, Any] | None,
+             warnings: list[str], *, cached_from: str | None = None,
+             model_version: str | None = None) -> Task:
+    _require(task, ACTIVE, "complete")
+    return dataclasses.replace(
+        task, status=COMPLETED, progress=100,
+        message="预测完成（结果来自缓存）" if cached_from else "预测完成",
+        result_files=tuple(files), summary=summary, warnings=tuple(warnings),
+        started_at=task.started_at if task.started_at is not None else now,
+        finished_at=now, error=None, error_code=None, cached_from=cached_from,
+        model_version=model_version or task.model_version,
+    )
+
+
+def fail(task: Task, now: float, code: str, message: str) -> Task:
+    _require(task, ACTIVE, "fail")
+    return dataclasses.replace(
+        task, status=FAILED, finished_at=now, error=message, error_code=code,
+        message="预测失败", result_files=(),
+    )
+
+
+def request_cancel(task: Task) -> Task:
+    """A running task is asked to stop; it becomes failed when the engine stops."""
+    _require(task, (RUNNING,), "request cancel of")
+    return dataclasses.replace(task, cancel_requested=True, message="正在取消…")
+
+
+def cancel(task: Task, now: float) -> Task:
+    _require(task, ACTIVE, "cancel")
+    return dataclasses.replace(
+        task, status=FAILED, finished_at=now, error=CANCELLED_MESSAGE,
+        error_code=CANCELLED_CODE, message=CANCELLED_MESSAGE, cancelled=True,
+        cancel_requested=True, result_files=(),
+    )
+
+
+def requeue(task: Task) -> Task:
+    """running -> pending after the process running it died; progress is kept
+    (it never goes back) and the task runs again from its saved upload."""
+    _require(task, ACTIVE, "requeue")
+    return dataclasses.replace(task, status=PENDING, message="服务重启后重新排队")
+
+
+def expire(task: Task, now: float) -> Task:
+    """Files are gone; the record stays so clients get 410 instead of 404."""
+    _require(task, FINISHED, "expire")
+    return dataclasses.replace(task, expired=True, expired_at=now)
