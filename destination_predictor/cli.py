@@ -1,0 +1,78 @@
+"""``run_prediction_direct.py``: the prediction as a command (the contract
+existing scripts call). Exit 0 on success; on refusal one Chinese line on
+stderr, exit 2, and nothing written."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PredictConfig
+from .engine import Engine, RunResult
+from .errors import PredictionError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_prediction_direct.py",
+        description="学生去向预测：读取成绩文件，按专业输出预测结果工作簿",
+    )
+    p.add_argument("--scores_file", "--scores-file", dest="scores_file", required=True,
+                   help="成绩文件 (.xlsx/.xls)")
+    p.add_argument("--year", required=True, help="年级，如 2023")
+    p.add_argument("--major", default=None, help="只预测这个专业（名称或代码）")
+    p.add_argument("--config", default=None,
+                   help='JSON: {"with_uniform_inverse":1,"min_grade":60,"max_grade":90}')
+    p.add_argument("--model-dir", default=str(PROJECT_DIR / "models"))
+    p.add_argument("--plans-dir", default=str(PROJECT_DIR / "plans"))
+    p.add_argument("--category-map", default=None, help="类别映射 JSON（默认：项目自带映射）")
+    p.add_argument("--out-dir", default=".")
+    return p
+
+
+def _year(text: str) -> int:
+    try:
+        y = int(str(text).strip())
+    except ValueError as exc:
+        raise PredictionError("BAD_YEAR", f"年级必须是四位数字，收到: {text}") from exc
+    if not 2000 <= y <= 2100:
+        raise PredictionError("BAD_YEAR", f"年级必须是四位数字，收到: {text}")
+    return y
+
+
+def print_report(result: RunResult, out=sys.stdout) -> None:
+    """Per major the numbers operators watch, then every warning."""
+    for m in result.summary["majors"]:
+        d = m["destinations"]
+        line = (f"{m['major']}({m['code']}): 学生 {m['students']} 人; "
+                f"保研 {d['1']} / 出国 {d['2']} / 就业 {d['3']}")
+        if "s1_at_min_share" in m:
+            line += (f"; 阈值=最低分 保研 {m['s1_at_min_share']:.1%} 出国 {m['s2_at_min_share']:.1%}"
+                     f"; 全段保研 {m['dominated_by_1_share']:.1%}"
+                     f"; 多区间 保研 {m['multiple_intervals_1_share']:.1%}"
+                     f" 出国 {m['multiple_intervals_2_share']:.1%}")
+        print(line, file=out)
+    for f in result.files:
+        print(f"已写入: {f}", file=out)
+    for w in result.warnings:
+        print(f"警告: {w}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = PredictConfig.parse(args.config)
+        year = _year(args.year)
+        engine = Engine(args.model_dir, args.plans_dir, args.category_map)
+        result = engine.run(args.scores_file, year, major=args.major, config=config,
+                            out_dir=args.out_dir)
+    except PredictionError as exc:
+        print(f"错误: {exc.message}", file=sys.stderr)
+        return 2
+    for note in engine.model.load_notes:
+        print(f"提示: {note}", file=sys.stderr)
+    print_report(result)
+    return 0
