@@ -158,12 +158,18 @@ class ApiClient:
             raise _bad(resp.status_code, "/health 应返回含 status 字段的对象")
         return body
 
-    def majors(self) -> Any:
-        """``GET /api/majors``: the majors per year found in the plans."""
+    def majors(self) -> dict[str, list[dict[str, Any]]]:
+        """``GET /api/majors``: ``{"2024": [{"name": ..., "code": ...}, ...], ...}``,
+        the majors per year found in the server's plans (year keys are strings)."""
         data = self._call("GET", "api", "majors")
-        if not isinstance(data, (dict, list)) or not data:
-            raise _bad(200, "/api/majors 应返回非空的专业列表")
-        return data
+        by_year = data.get("majors") if isinstance(data, dict) else None
+        if not isinstance(by_year, dict) or not all(
+                isinstance(entries, list) and all(
+                    isinstance(e, dict) and isinstance(e.get("name"), str)
+                    and isinstance(e.get("code"), str) for e in entries)
+                for entries in by_year.values()):
+            raise _bad(200, '/api/majors 应返回 {"majors": {"年级": [{"name", "code"}]}}')
+        return {str(year): entries for year, entries in by_year.items()}
 
     def start(self, file_path: str | os.PathLike[str], year: int | str,
               major: str | None = None, config: Mapping[str, Any] | str | None = None,
