@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class RunResult:
     files: list[Path]
     summary: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 class Engine:
@@ -167,7 +169,9 @@ class Engine:
         wanted = [major] if major else ordered(list(plan_files), codes)
 
         report(2, "正在读取成绩文件...")
+        t0 = time.perf_counter()
         cohort = read_grades(scores_file)
+        t_read = time.perf_counter() - t0
         check_cancel()
         report(10, f"已读取成绩文件：{len(cohort.students)} 名学生")
         warnings = list(cohort.warnings)
@@ -189,6 +193,7 @@ class Engine:
                 warnings.append(f"{cnt} 名学生的专业“{rec}”没有 {year} 级培养方案，未预测")
 
         results: list[MajorResult] = []
+        t0 = time.perf_counter()
         for i, m in enumerate(wanted):
             check_cancel()
             if cohort.has_major_column:
@@ -205,12 +210,16 @@ class Engine:
             raise PredictionError("NO_STUDENTS_FOR_MAJOR",
                                   "成绩文件中没有任何所选专业的学生，没有可预测的数据")
 
+        t_predict = time.perf_counter() - t0
         check_cancel()
         report(88, "正在写入结果文件...")
+        t0 = time.perf_counter()
         files = self._write(results, year, Path(out_dir), file_prefix)
+        t_write = time.perf_counter() - t0
         summary = build_summary(results, year, config)
         report(100, "预测完成")
-        return RunResult(files=files, summary=summary, warnings=warnings)
+        return RunResult(files=files, summary=summary, warnings=warnings,
+                         timings={"read": t_read, "predict": t_predict, "write": t_write})
 
     def _write(self, results: list[MajorResult], year: int, out_dir: Path,
                prefix: str) -> list[Path]:

@@ -7,10 +7,10 @@ import json
 
 import pandas as pd
 import pytest
+from engine_support import REF_EXACT_MAP, REF_PLANS, needs_reference
 
 from destination_predictor.categories import BASE, load_category_map, normalise
 from destination_predictor.errors import PredictionError
-from engine_support import REF_EXACT_MAP, REF_PLANS, needs_reference
 
 
 def real_plan_categories() -> set[str]:

@@ -9,12 +9,19 @@ import subprocess
 import sys
 
 import pytest
+from engine_support import (
+    GRADE_HEADER,
+    PARITY_GRADES,
+    PROJECT,
+    REF_EXACT_MAP,
+    REF_MODEL,
+    REF_PLANS,
+    grade_row,
+    needs_reference,
+    write_xlsx,
+)
 
 from destination_predictor.cli import main
-from engine_support import (
-    GRADE_HEADER, PARITY_GRADES, PROJECT, REF_EXACT_MAP, REF_MODEL, REF_PLANS, grade_row,
-    needs_reference, write_xlsx,
-)
 
 pytestmark = needs_reference
 CJK = re.compile(r"[\u4e00-\u9fff]")

@@ -8,14 +8,23 @@ import openpyxl
 import pandas as pd
 import pytest
 import xlwt
+from engine_support import (
+    GRADE_HEADER,
+    PARITY_GRADES,
+    REF_EXACT_MAP,
+    REF_MODEL,
+    REF_PLANS,
+    TINY_MAJOR,
+    TINY_YEAR,
+    grade_row,
+    needs_reference,
+    tiny_plans,
+    write_xlsx,
+)
 
 from destination_predictor.config import PredictConfig
 from destination_predictor.engine import Engine
 from destination_predictor.grades import read_grades
-from engine_support import (
-    GRADE_HEADER, PARITY_GRADES, REF_EXACT_MAP, REF_MODEL, REF_PLANS, TINY_MAJOR, TINY_YEAR,
-    grade_row, needs_reference, tiny_plans, write_xlsx,
-)
 
 pytestmark = needs_reference
 ALL_COURSES = ["思政A", "英语A", "高数A", "程序设计", "数据结构", "机器学习", "课程设计",

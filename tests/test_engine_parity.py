@@ -6,7 +6,13 @@ import subprocess
 import sys
 
 from engine_support import (
-    COMPARE_TOOL, PARITY_EXPECTED, PARITY_GRADES, PROJECT, REF_EXACT_MAP, REF_MODEL, REF_PLANS,
+    COMPARE_TOOL,
+    PARITY_EXPECTED,
+    PARITY_GRADES,
+    PROJECT,
+    REF_EXACT_MAP,
+    REF_MODEL,
+    REF_PLANS,
     needs_reference,
 )
 
