@@ -8,9 +8,12 @@ the store's lock is enough: writes are tiny and already serialised by it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,10 +36,51 @@ class TaskNotFound(KeyError):
     """No task with this id (never created, or deleted after a refused start)."""
 
 
+class DataDirInUse(RuntimeError):
+    """Another live process already serves this data dir."""
+
+
+class _ProcessLock:
+    """An exclusive ``flock`` next to the database.
+
+    Two services on one data dir (e.g. gunicorn started with several worker
+    processes) would each run their own pool and re-queue each other's running
+    tasks; the second one refuses to start instead. The kernel drops the lock
+    when its holder dies, even by ``kill -9``. The lock is waited for a
+    while, because on a graceful reload gunicorn starts the new worker before
+    the old one has stopped.
+    """
+
+    def __init__(self, path: Path, wait_s: float) -> None:
+        self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                    os.close(self._fd)
+                    self._fd = None
+                    raise DataDirInUse(
+                        f"data dir {path.parent} is in use by process {holder}; "
+                        "run one service (one gunicorn worker) per data dir") from None
+                time.sleep(0.2)
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class TaskStore:
     """All reads and writes of task records go through here."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, lock_wait_s: float = 60.0) -> None:
+        self._process_lock = _ProcessLock(db_path.with_name(db_path.name + ".lock"), lock_wait_s)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(db_path), check_same_thread=False,
                                      isolation_level=None, timeout=10.0)
@@ -52,6 +96,11 @@ class TaskStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            self._process_lock.release()
+
+    def release_data_dir(self) -> None:
+        """Let another service take the data dir even if this store stays open."""
+        self._process_lock.release()
 
     def next_seq(self) -> int:
         """Creation order, kept across restarts so recovered tasks stay first in line."""

@@ -146,7 +146,7 @@ class Task:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
 def _require(task: Task, allowed: tuple[str, ...], action: str) -> None:

@@ -1,0 +1,114 @@
+"""The application factory: settings, engine, task store, executor, routes,
+recovery, cleaner -- in that order, and nothing at import time.
+
+Everything long-lived hangs off the app (``app.extensions["predict"]``), so
+two apps in one process (tests) share nothing. In gunicorn the app is built in
+the worker process (no ``preload_app``), because the pool threads and the
+in-memory task index must live where the requests are served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from ..errors import PredictionError
+from . import auth, console, import_routes, responses, routes
+from .cache import ResultCache
+from .cleaner import Cleaner
+from .executor import TaskExecutor
+from .logging_setup import build_logger, log_event
+from .manager import EXTENSION_KEY, TaskManager
+from .recovery import recover
+from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
+from .settings import SETTING_NAMES, load_settings
+from .store import TaskStore
+
+# Room for the other form fields around the file itself.
+_FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service. ``config`` overrides ``PREDICT_*`` environment
+    settings (same names) and may carry Flask keys such as ``TESTING``; the
+    key ``RUNNER`` injects a job runner (tests use a controllable fake)."""
+    config = dict(config or {})
+    settings = load_settings({k: v for k, v in config.items() if k in SETTING_NAMES})
+    settings.ensure_dirs()
+
+    app = Flask(__name__)
+    app.config.update({k: v for k, v in config.items() if k not in SETTING_NAMES and k != "RUNNER"})
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
+    app.config["PREDICT_MAX_UPLOAD_MB"] = settings.max_upload_mb
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+
+    logger = build_logger(settings.log_path, stderr=not app.config.get("TESTING", False))
+    log_event(logger, "service.starting", port=settings.port, data_dir=settings.data_dir,
+              execution=settings.execution, workers=settings.max_workers)
+    engine, engine_error = _load_engine(settings.model_dir, settings.plans_dir,
+                                        settings.category_map, logger)
+
+    store = TaskStore(settings.db_path)
+    runner: Runner = config.get("RUNNER") or _make_runner(settings, engine)
+    cache = ResultCache(store, settings.results_dir)
+    executor = TaskExecutor(
+        store, runner, cache, uploads_dir=settings.uploads_dir,
+        results_dir=settings.results_dir, max_workers=settings.max_workers,
+        max_pending=settings.max_pending, timeout_s=settings.task_timeout_s, logger=logger,
+        model_version=lambda: engine.model_version if engine is not None else None)
+    cleaner = Cleaner(
+        store, uploads_dir=settings.uploads_dir, results_dir=settings.results_dir,
+        staging_dir=settings.staging_dir, retention_s=settings.retention_s,
+        interval_s=settings.clean_interval_s, logger=logger)
+    manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger)
+    app.extensions[EXTENSION_KEY] = manager
+
+    responses.init_app(app, logger)
+    auth.init_app(app, settings.api_token)
+    app.register_blueprint(routes.api_bp)
+    app.register_blueprint(routes.health_bp)
+    # --- blueprints of the other parts of the service: one line each --------
+    app.register_blueprint(console.bp)  # web console at / and /admin/prediction/async
+    app.register_blueprint(import_routes.bp)  # POST /api/task/<id>/import (PREDICT_DATABASE_URL)
+    # -------------------------------------------------------------------------
+
+    # Start-up recovery is an explicit step, before any pool thread can run.
+    report = recover(store, executor, uploads_dir=settings.uploads_dir,
+                     results_dir=settings.results_dir, logger=logger)
+    executor.start()
+    cleaner.start()
+    log_event(logger, "service.started", requeued=len(report.requeued),
+              recovery_failed=len(report.failed), model_loaded=engine is not None)
+    return app
+
+
+def _make_runner(settings: Any, engine: Any) -> Runner:
+    if settings.execution == "thread":
+        return ThreadRunner(engine)
+    return ProcessRunner(
+        EngineArgs(str(settings.model_dir), str(settings.plans_dir),
+                   str(settings.category_map) if settings.category_map else None),
+        nice=settings.child_nice)
+
+
+def _load_engine(model_dir: Any, plans_dir: Any, category_map: Any,
+                 logger: Any) -> tuple[Any, str | None]:
+    """A service without a model still starts, so /health can say why it
+    cannot predict; the reason is logged with its stack trace."""
+    started = time.monotonic()
+    try:
+        from ..engine import Engine
+
+        engine = Engine(model_dir, plans_dir, category_map)
+    except PredictionError as exc:
+        logger.error("event=engine.load_failed code=%s reason=%s", exc.code, exc.message)
+        return None, exc.message
+    except Exception as exc:  # noqa: BLE001 - logged with traceback and reported by /health
+        logger.exception("event=engine.load_failed error=%s", type(exc).__name__)
+        return None, f"模型加载失败：{type(exc).__name__}"
+    log_event(logger, "engine.loaded", model_version=engine.model_version,
+              seconds=round(time.monotonic() - started, 2))
+    return engine, None

@@ -1,0 +1,78 @@
+"""The result cache: identical work is done once.
+
+Two tasks are identical when the uploaded bytes, year, major, config and model
+version are the same. A new identical task completes at once with its own
+copies of the earlier task's files (hard links where the file system allows),
+named under its own task id, so expiry and downloads stay per task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .store import TaskStore
+from .task import Task
+
+
+def cache_key(file_sha256: str, year: int, major: str | None, config: dict[str, Any],
+              model_version: str) -> str:
+    canonical = json.dumps(
+        {"file": file_sha256, "year": year, "major": major, "config": config,
+         "model": model_version},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, store: TaskStore, results_dir: Path) -> None:
+        self.store = store
+        self.results_dir = results_dir
+
+    def find(self, task: Task) -> Task | None:
+        """A completed, unexpired twin whose files are all still on disk."""
+        for other in self.store.completed_with_key(task.cache_key):
+            if other.id == task.id or not other.result_files:
+                continue
+            if all((self.results_dir / name).is_file() for name in other.result_files):
+                return other
+        return None
+
+    def copy_results(self, source: Task, task_id: str) -> list[str] | None:
+        """The source's files under ``{task_id}_...``; None (and nothing left
+        behind) when a file vanished meanwhile, e.g. removed by the cleaner."""
+        made: list[Path] = []
+        prefix = f"{source.id}_"
+        try:
+            for name in source.result_files:
+                target = self.results_dir / f"{task_id}_{name.removeprefix(prefix)}"
+                _link_or_copy(self.results_dir / name, target)
+                made.append(target)
+        except FileNotFoundError:
+            for p in made:
+                p.unlink(missing_ok=True)
+            return None
+        return [p.name for p in made]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+        return
+    except FileNotFoundError:
+        raise
+    except OSError:
+        pass  # no hard links here (or cross-device): fall back to a copy
+    fd, tmp = tempfile.mkstemp(prefix=".copy-", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

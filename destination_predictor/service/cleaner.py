@@ -1,0 +1,125 @@
+"""Retention: uploads and results older than ``PREDICT_RETENTION_HOURS`` are
+removed and their tasks marked expired (downloads then answer 410).
+
+A finished task's age is counted from when it finished; files that belong to
+no task (left by a crash, or by a refused start) are judged by their mtime.
+Files of pending or running tasks are never touched, however old.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import task as T
+from .logging_setup import log_event
+from .store import TaskStore
+
+# Half-written uploads in the staging dir are abandoned after this long.
+STAGING_MAX_AGE_S = 3600.0
+
+
+@dataclass
+class SweepReport:
+    expired_tasks: int = 0
+    removed_files: int = 0
+
+
+class Cleaner:
+    def __init__(self, store: TaskStore, *, uploads_dir: Path, results_dir: Path,
+                 staging_dir: Path, retention_s: float, interval_s: float,
+                 logger: logging.Logger, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.uploads_dir = uploads_dir
+        self.results_dir = results_dir
+        self.staging_dir = staging_dir
+        self.retention_s = retention_s
+        self.interval_s = interval_s
+        self.log = logger
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="predict-cleaner", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - keep sweeping next time; the error is logged
+                self.log.exception("event=cleaner.error")
+
+    def sweep(self, now: float | None = None) -> SweepReport:
+        now = self.clock() if now is None else now
+        cutoff = now - self.retention_s
+        report = SweepReport()
+        keep: set[str] = set()
+        for task in self.store.all():
+            if task.is_active:
+                keep.add(task.upload_name)
+                keep.update(self._task_results(task.id))
+                continue
+            if task.expired:
+                continue
+            if task.finished_at is not None and task.finished_at < cutoff:
+                report.removed_files += self._remove_task_files(task)
+                self.store.update(task.id, lambda t: T.expire(t, now))
+                report.expired_tasks += 1
+                log_event(self.log, "task.expired", task.id)
+            else:
+                keep.add(task.upload_name)
+                keep.update(task.result_files)
+        for directory in (self.uploads_dir, self.results_dir):
+            report.removed_files += self._remove_orphans(directory, keep, cutoff)
+        report.removed_files += self._remove_orphans(
+            self.staging_dir, set(), now - min(STAGING_MAX_AGE_S, self.retention_s))
+        if report.expired_tasks or report.removed_files:
+            log_event(self.log, "cleaner.swept", expired_tasks=report.expired_tasks,
+                      removed_files=report.removed_files)
+        return report
+
+    def _task_results(self, task_id: str) -> set[str]:
+        return {p.name for p in self.results_dir.glob(f"{task_id}_*")}
+
+    def _remove_task_files(self, task: T.Task) -> int:
+        removed = 0
+        targets = [self.uploads_dir / task.upload_name]
+        targets += [self.results_dir / name for name in task.result_files]
+        targets += list(self.results_dir.glob(f"{task.id}_*"))
+        for p in dict.fromkeys(targets):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def _remove_orphans(self, directory: Path, keep: set[str], cutoff: float) -> int:
+        removed = 0
+        if not directory.is_dir():
+            return 0
+        for p in directory.iterdir():
+            if p.name in keep or p.name == ".gitkeep":
+                continue
+            try:
+                mtime = p.lstat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime >= cutoff:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed += 1
+        return removed

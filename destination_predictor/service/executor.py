@@ -1,0 +1,279 @@
+"""The bounded pool: at most ``max_workers`` tasks run at once, the rest wait
+in a priority queue (high first, then first come first served), beyond
+``max_pending`` waiting tasks new ones are refused; time limit and cancel.
+
+Every state change goes through ``task`` transitions and the store, so the
+executor only decides *when* things happen, never what a record looks like.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import PredictionCancelled, PredictionError
+from . import task as T
+from .cache import ResultCache
+from .logging_setup import log_event
+from .runner import JobCrashed, JobSpec, Runner, TaskTimedOut
+from .store import TaskNotFound, TaskStore
+
+_RANK = {"high": 0, "normal": 1}
+
+
+class QueueFull(Exception):
+    """More than ``max_pending`` tasks would be waiting."""
+
+
+class NotCancellable(Exception):
+    """The task already finished."""
+
+
+@dataclass
+class _Running:
+    task_id: str
+    cancel: threading.Event = field(default_factory=threading.Event)
+    abandon: threading.Event = field(default_factory=threading.Event)
+
+    def is_set(self) -> bool:
+        """The engine stops on a user cancel and on shutdown alike."""
+        return self.cancel.is_set() or self.abandon.is_set()
+
+
+class TaskExecutor:
+    def __init__(self, store: TaskStore, runner: Runner, cache: ResultCache, *,
+                 uploads_dir: Path, results_dir: Path, max_workers: int, max_pending: int,
+                 timeout_s: float, logger: logging.Logger, model_version: Callable[[], str | None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.runner = runner
+        self.cache = cache
+        self.uploads_dir = uploads_dir
+        self.results_dir = results_dir
+        self.max_workers = max_workers
+        self.max_pending = max_pending
+        self.timeout_s = timeout_s
+        self.log = logger
+        self.model_version = model_version
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._heap: list[tuple[int, int, str]] = []
+        self._busy = 0
+        self._running: dict[str, _Running] = {}
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # --- queue ------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.max_workers):
+            t = threading.Thread(target=self._work, name=f"predict-worker-{i + 1}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def has_room(self) -> bool:
+        with self._cond:
+            return self._room()
+
+    def _room(self) -> bool:
+        idle = self.max_workers - self._busy
+        return len(self._heap) + 1 - max(idle, 0) <= self.max_pending
+
+    def submit(self, task: T.Task, *, force: bool = False) -> None:
+        """Queue a pending task; ``force`` (recovery) never refuses a task
+        that had already been accepted before a restart."""
+        with self._cond:
+            if self._stopping:
+                raise QueueFull("executor is shutting down")
+            if not force and not self._room():
+                raise QueueFull()
+            heapq.heappush(self._heap, (_RANK.get(task.priority, 1), task.seq, task.id))
+            self._cond.notify()
+
+    def queue_position(self, task_id: str) -> int | None:
+        """1 = next to start."""
+        with self._cond:
+            for i, entry in enumerate(sorted(self._heap)):
+                if entry[2] == task_id:
+                    return i + 1
+        return None
+
+    def pending_count(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def running_count(self) -> int:
+        with self._cond:
+            return len(self._running)
+
+    def cancel(self, task_id: str) -> T.Task:
+        """A pending task is failed as cancelled at once; a running one is
+        asked to stop and becomes failed when the engine reaches its next step."""
+        with self._cond:
+            queued = [e for e in self._heap if e[2] == task_id]
+            if queued:
+                self._heap = [e for e in self._heap if e[2] != task_id]
+                heapq.heapify(self._heap)
+                task = self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+                log_event(self.log, "task.cancelled", task_id, was="pending")
+                return task
+            running = self._running.get(task_id)
+            if running is not None:
+                try:
+                    task = self.store.update(task_id, T.request_cancel)
+                except T.InvalidTransition:
+                    raise NotCancellable(task_id) from None  # finished a moment ago
+                running.cancel.set()
+                log_event(self.log, "task.cancel_requested", task_id)
+                return task
+        task = self.store.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        if task.status == T.PENDING:
+            # Accepted but not queued yet (between creation and submit): cancel directly.
+            try:
+                return self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+            except T.InvalidTransition:
+                raise NotCancellable(task_id) from None
+        raise NotCancellable(task_id)
+
+    def shutdown(self, wait_s: float = 10.0) -> bool:
+        """Stop taking work and abandon running jobs (children are stopped).
+
+        Abandoned tasks stay ``running`` on disk on purpose: the next start-up
+        re-queues them (see ``recovery``). Returns whether every pool thread ended.
+        """
+        with self._cond:
+            self._stopping = True
+            for r in self._running.values():
+                r.abandon.set()
+            self._cond.notify_all()
+        end = time.monotonic() + wait_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        self.runner.close()
+        return not any(t.is_alive() for t in self._threads)
+
+    # --- workers -----------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                _, _, task_id = heapq.heappop(self._heap)
+                self._busy += 1
+                control = _Running(task_id)
+                self._running[task_id] = control
+            try:
+                self._execute(task_id, control)
+            except Exception:  # noqa: BLE001 - a pool thread must survive any task
+                self.log.exception("event=executor.error task_id=%s", task_id)
+                self._fail_quietly(task_id, "INTERNAL_ERROR", "预测过程中发生内部错误")
+            finally:
+                with self._cond:
+                    self._running.pop(task_id, None)
+                    self._busy -= 1
+
+    def _execute(self, task_id: str, control: _Running) -> None:
+        task = self.store.get(task_id)
+        if task is None or task.status != T.PENDING:
+            return  # cancelled (or deleted) while waiting
+        if self._complete_from_cache(task):
+            return
+        task = self.store.update(task_id, lambda t: T.start(t, self.clock()))
+        log_event(self.log, "task.started", task_id, attempt=task.attempts, year=task.year,
+                  major=task.major, priority=task.priority)
+        spec = JobSpec(
+            task_id=task.id, upload_path=str(self.uploads_dir / task.upload_name),
+            year=task.year, major=task.major, config=dict(task.config),
+            out_dir=str(self.results_dir), file_prefix=f"{task.id}_")
+        started = time.monotonic()
+        last_message = [task.message]
+
+        def progress(pct: int, message: str) -> None:
+            try:
+                new = self.store.update(task_id, lambda t: T.report_progress(t, pct, message))
+            except T.InvalidTransition:
+                return  # a late message after the task ended
+            if message and message != last_message[0]:
+                last_message[0] = message
+                log_event(self.log, "task.progress", task_id, progress=new.progress, stage=message)
+
+        try:
+            outcome = self.runner.run(spec, progress, control, started + self.timeout_s)
+        except PredictionCancelled:
+            if control.abandon.is_set() and not control.cancel.is_set():
+                log_event(self.log, "task.abandoned", task_id, reason="shutdown")
+                return
+            self._remove_results(task_id)
+            self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+            log_event(self.log, "task.cancelled", task_id, was="running",
+                      duration_s=round(time.monotonic() - started, 3))
+            return
+        except TaskTimedOut:
+            self._remove_results(task_id)
+            message = f"任务超时：运行超过 {self.timeout_s:g} 秒，已终止"
+            self.store.update(task_id, lambda t: T.fail(t, self.clock(), "TIMEOUT", message))
+            log_event(self.log, "task.failed", task_id, logging.WARNING, code="TIMEOUT",
+                      duration_s=round(time.monotonic() - started, 3))
+            return
+        except PredictionError as exc:
+            if control.abandon.is_set():
+                return
+            code, reason = exc.code, exc.message
+            self._remove_results(task_id)
+            self.store.update(task_id, lambda t: T.fail(t, self.clock(), code, reason))
+            log_event(self.log, "task.failed", task_id, logging.WARNING, code=code,
+                      reason=reason, duration_s=round(time.monotonic() - started, 3))
+            return
+        except JobCrashed as exc:
+            if control.abandon.is_set():
+                log_event(self.log, "task.abandoned", task_id, reason="shutdown")
+                return
+            self._remove_results(task_id)
+            self.log.error("event=task.crashed task_id=%s detail=%s", task_id, exc)
+            self.store.update(task_id, lambda t: T.fail(
+                t, self.clock(), "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"))
+            return
+        version = self.model_version()
+        self.store.update(task_id, lambda t: T.complete(
+            t, self.clock(), outcome.files, outcome.summary, outcome.warnings,
+            model_version=version))
+        log_event(self.log, "task.completed", task_id, files=len(outcome.files),
+                  students=outcome.summary.get("students"),
+                  warnings=len(outcome.warnings),
+                  duration_s=round(time.monotonic() - started, 3))
+
+    def _complete_from_cache(self, task: T.Task) -> bool:
+        """Identical work finished while this task waited: reuse it."""
+        source = self.cache.find(task)
+        if source is None:
+            return False
+        files = self.cache.copy_results(source, task.id)
+        if files is None:
+            return False
+        self.store.update(task.id, lambda t: T.complete(
+            t, self.clock(), files, source.summary, list(source.warnings),
+            cached_from=source.id, model_version=source.model_version))
+        log_event(self.log, "task.completed", task.id, cached_from=source.id, files=len(files))
+        return True
+
+    def _remove_results(self, task_id: str) -> None:
+        """A failed or cancelled run leaves no half set of files behind."""
+        for p in self.results_dir.glob(f"{task_id}_*"):
+            p.unlink(missing_ok=True)
+
+    def _fail_quietly(self, task_id: str, code: str, message: str) -> None:
+        try:
+            self.store.update(task_id, lambda t: T.fail(t, self.clock(), code, message))
+        except (T.InvalidTransition, TaskNotFound):
+            pass  # already finished or gone; the error itself is logged by the caller
+        self._remove_results(task_id)

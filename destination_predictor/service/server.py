@@ -1,0 +1,44 @@
+"""Serving the app with gunicorn from Python (``python async_api_server.py``),
+with the same settings as ``gunicorn async_api_server:app`` -- the project's
+``gunicorn.conf.py`` -- so both ways of starting behave alike."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .settings import PROJECT_DIR
+
+CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
+
+
+class GunicornServer(BaseApplication):
+    """Gunicorn with the project config file, bind overridden by the CLI flags."""
+
+    def __init__(self, bind: str, config_file: Path = CONFIG_FILE) -> None:
+        self._bind = bind
+        self._config_file = config_file
+        super().__init__()
+
+    def load_config(self) -> None:
+        options: dict[str, Any] = {}
+        if self._config_file.is_file():
+            options = runpy.run_path(str(self._config_file))
+        for key, value in options.items():
+            if key in self.cfg.settings and value is not None:
+                self.cfg.set(key, value)
+        self.cfg.set("bind", [self._bind])
+
+    def load(self) -> Any:
+        # Built in the worker process (preload_app is off): the pool threads
+        # and child processes must belong to the process that serves requests.
+        from .app import create_app
+
+        return create_app()
+
+
+def serve(host: str, port: int) -> None:
+    GunicornServer(f"{host}:{port}").run()
