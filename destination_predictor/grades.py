@@ -1,6 +1,6 @@
 """The registrar's grade export: one row per student per course.
 
-Read once per run (python-calamine: fast, and it reads both .xlsx and .xls),
+Read once per run (fastexcel: Rust calamine with Arrow output; reads .xlsx and .xls),
 then reduced to ``Cohort``: students in first-appearance order, their major,
 and a course -> grade table where a retake replaces the earlier grade.
 """
@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fastexcel
 import numpy as np
 import pandas as pd
-import python_calamine
 
 from .errors import PredictionError
 
@@ -71,8 +71,23 @@ def sniff_format(path: Path) -> str:
     raise PredictionError("NOT_EXCEL", "上传的文件不是 Excel 工作簿（.xlsx 或 .xls）")
 
 
-def _load_rows(path: Path) -> tuple[list[list[object]], list[str]]:
-    """Rows of the first non-empty sheet (the registrar puts data first)."""
+# Lower-cased header fragments of every column the reader may need; the
+# sheet is parsed once, keeping only columns whose header contains one.
+_WANTED = ("snh", "course_name", "current_major", "major", "grade", "成绩", "course_attribute")
+
+
+def _want(column: object) -> bool:
+    name = str(getattr(column, "name", "")).strip().lower()
+    return getattr(column, "index", 1) == 0 or any(k in name for k in _WANTED)
+
+
+def _load_columns(path: Path) -> tuple[list[str], list[list[str | None]], list[str]]:
+    """Headers and text cells of the first non-empty sheet (the registrar puts data first).
+
+    fastexcel parses the sheet in Rust and hands back Arrow strings for just
+    the needed columns: the workbook is read once, without a Python object
+    per cell of the columns nobody uses.
+    """
     fmt = sniff_format(path)
     data = path.read_bytes()
     if fmt == "xlsx":
@@ -84,31 +99,20 @@ def _load_rows(path: Path) -> tuple[list[list[object]], list[str]]:
             raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
     warnings: list[str] = []
     try:
-        wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-        for i, name in enumerate(wb.sheet_names):
-            rows = wb.get_sheet_by_index(i).to_python(skip_empty_area=False)
-            rows = _trim(rows)
-            if rows:
-                if i > 0:
-                    warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
-                return rows, warnings
+        reader = fastexcel.read_excel(data)
+        for i, name in enumerate(reader.sheet_names):
+            table = reader.load_sheet(i, use_columns=_want, dtypes="string").to_arrow()
+            headers = [str(c) for c in table.column_names]
+            if not headers or all(h.startswith("__UNNAMED__") for h in headers):
+                continue
+            if i > 0:
+                warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
+            return headers, [c.to_pylist() for c in table.columns], warnings
     except PredictionError:
         raise
-    except Exception as exc:  # noqa: BLE001 - calamine raises several unrelated types
+    except Exception as exc:  # noqa: BLE001 - the reader raises several unrelated types
         raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
     raise PredictionError("EMPTY_WORKBOOK", "成绩文件是空的：没有任何数据")
-
-
-def _trim(rows: list[list[object]]) -> list[list[object]]:
-    """Drop trailing empty rows; a sheet of only blanks counts as empty."""
-    end = len(rows)
-    while end and all(_blank(v) for v in rows[end - 1]):
-        end -= 1
-    return rows[:end]
-
-
-def _blank(v: object) -> bool:
-    return v is None or v == "" or (isinstance(v, float) and math.isnan(v))
 
 
 def find_column(headers: list[str], *keys: str) -> int | None:
@@ -126,40 +130,26 @@ def find_column(headers: list[str], *keys: str) -> int | None:
     return None
 
 
-def _text(v: object) -> str:
-    """Stripped cell text; integral numbers lose their '.0' (numeric ids)."""
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        if v.is_integer():
-            return str(int(v))
-    return str(v).strip()
+def _text(v: str | None) -> str:
+    """Stripped cell text (numeric cells arrive as text, ids without '.0')."""
+    return v.strip() if v is not None else ""
 
 
-def _grade(v: object) -> float | None:
-    if isinstance(v, bool):
+def _grade(v: str) -> float | None:
+    s = v.strip()
+    if s in TEXT_GRADES:
+        return TEXT_GRADES[s]
+    try:
+        g = float(s)
+    except ValueError:
         return None
-    if isinstance(v, (int, float)):
-        g = float(v)
-    else:
-        s = str(v).strip()
-        if s in TEXT_GRADES:
-            return TEXT_GRADES[s]
-        try:
-            g = float(s)
-        except ValueError:
-            return None
     return g if math.isfinite(g) and 0.0 <= g <= 100.0 else None
 
 
 def read_grades(path: str | Path) -> Cohort:
     """Parse the workbook per ALGORITHM.md section 4, counting every skipped row."""
     p = Path(path)
-    rows, warnings = _load_rows(p)
-    headers = [_text(h) for h in rows[0]]
-    body = rows[1:]
+    headers, columns, warnings = _load_columns(p)
     i_course = find_column(headers, "Course_Name")
     if i_course is None:
         raise PredictionError("NO_COURSE_COLUMN", "成绩文件缺少 Course_Name（课程名）列")
@@ -171,22 +161,20 @@ def read_grades(path: str | Path) -> Cohort:
     if i_grade is None:
         raise PredictionError("NO_GRADE_COLUMN", "成绩文件缺少 Grade（成绩）列")
     i_attr = find_column(headers, "Course_Attribute")
-    if not body:
+    n_rows = len(columns[0])
+    if not n_rows:
         raise PredictionError("NO_STUDENT_ROWS", "成绩文件只有表头，没有学生数据")
 
-    width = len(headers)
-    cols = list(zip(*(r + [""] * (width - len(r)) if len(r) < width else r for r in body),
-                    strict=False))
-    ids = [_text(v) for v in cols[i_id]]
-    courses = [_text(v) for v in cols[i_course]]
-    raw_grades = cols[i_grade]
-    attrs = [_text(v) for v in cols[i_attr]] if i_attr is not None else None
-    majors = [_text(v) for v in cols[i_major]] if i_major is not None else None
+    ids = [_text(v) for v in columns[i_id]]
+    courses = [_text(v) for v in columns[i_course]]
+    raw_grades = columns[i_grade]
+    attrs = [_text(v) for v in columns[i_attr]] if i_attr is not None else None
+    majors = [_text(v) for v in columns[i_major]] if i_major is not None else None
 
     skipped: Counter = Counter()
     keep_idx: list[int] = []
     grades: list[float] = []
-    for k in range(len(body)):
+    for k in range(n_rows):
         if not ids[k]:
             skipped["empty_id"] += 1
             continue
@@ -194,7 +182,7 @@ def read_grades(path: str | Path) -> Cohort:
             skipped["empty_course"] += 1
             continue
         g_raw = raw_grades[k]
-        if _blank(g_raw) or (isinstance(g_raw, str) and not g_raw.strip()):
+        if g_raw is None or not g_raw.strip():
             skipped["empty_grade"] += 1
             continue
         if attrs is not None and "任选课" in attrs[k]:
@@ -209,17 +197,17 @@ def read_grades(path: str | Path) -> Cohort:
 
     if not keep_idx:
         raise PredictionError("NO_STUDENT_ROWS", "成绩文件中没有任何有效的学生成绩行")
+    kept_ids = [ids[k] for k in keep_idx]
     kept = pd.DataFrame({
-        "sid": [ids[k] for k in keep_idx],
+        "sid": kept_ids,
         "course": [courses[k] for k in keep_idx],
         "grade": np.asarray(grades, dtype=float),
     })
-    students = list(dict.fromkeys(kept["sid"]))
-    first_row = kept.drop_duplicates("sid", keep="first").index.to_numpy()
-    if majors is not None:
-        major_of = {kept["sid"].iat[i]: (majors[keep_idx[i]] or None) for i in first_row}
-    else:
-        major_of = dict.fromkeys(students)
+    major_of: dict[str, str | None] = {}
+    for pos, sid in enumerate(kept_ids):  # first kept row decides the major
+        if sid not in major_of:
+            major_of[sid] = (majors[keep_idx[pos]] or None) if majors is not None else None
+    students = list(major_of)
     # Retakes: the last row for a (student, course) wins.
     scores = kept.drop_duplicates(["sid", "course"], keep="last").reset_index(drop=True)
 

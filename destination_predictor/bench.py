@@ -1,0 +1,113 @@
+"""``make bench``: synthetic cohorts of 200, 1,000 and 5,000 students through
+the engine, wall time per stage and peak memory, plus a measured baseline of
+the deployed per-student way (``literal``) for the same model and plans.
+
+Each size runs in a fresh child process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _child(path: str, year: int, model_dir: str, plans_dir: str) -> None:
+    t0 = time.perf_counter()
+    from .engine import Engine
+
+    engine = Engine(model_dir, plans_dir)
+    t_load = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as out:
+        t1 = time.perf_counter()
+        result = engine.run(path, year, out_dir=out)
+        t_run = time.perf_counter() - t1
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"load": t_load, "run": t_run, **result.timings, "peak_mb": peak_mb,
+                      "students": result.summary["students"]}))
+
+
+def _baseline(path: Path, year: int, model_dir: str, plans_dir: str, n: int) -> float:
+    """Seconds per student the deployed way (31 single-row model calls each)."""
+    from . import literal
+    from .categories import load_category_map
+    from .grades import read_grades
+    from .model import DestinationModel
+    from .plans import find_plans, read_plan
+
+    model = DestinationModel.load(model_dir)
+    cohort = read_grades(path)
+    cmap = load_category_map()
+    plans = {m: read_plan(p, year, m, cmap) for m, p in find_plans(plans_dir, year).items()}
+    by_sid = {s: {} for s in cohort.students}
+    for sid, course, grade in cohort.scores.itertuples(index=False):
+        by_sid[sid][course] = grade
+    chosen = [s for s in cohort.students if cohort.majors[s] in plans][:n]
+    t0 = time.perf_counter()
+    for sid in chosen:
+        literal.predict_student(model, plans[cohort.majors[sid]], by_sid[sid])
+    return (time.perf_counter() - t0) / len(chosen)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m destination_predictor.bench")
+    p.add_argument("--sizes", default="200,1000,5000")
+    p.add_argument("--year", type=int, default=2024)
+    p.add_argument("--model-dir", default=str(PROJECT / "models"))
+    p.add_argument("--plans-dir", default=str(PROJECT / "plans"))
+    p.add_argument("--baseline-students", type=int, default=20)
+    p.add_argument("--work-dir", default=str(PROJECT / "bench-out"))
+    p.add_argument("--child", nargs=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        _child(args.child[0], args.year, args.model_dir, args.plans_dir)
+        return 0
+
+    from .demo.grades import make_grade_workbook
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows = []
+    for n in sizes:
+        wb = work / f"cohort{args.year}_{n}.xlsx"
+        if not wb.exists():
+            make_grade_workbook(wb, args.year, n, plans_dir=args.plans_dir, seed=n)
+        out = subprocess.run(
+            [sys.executable, "-m", "destination_predictor.bench", "--child", str(wb),
+             "--year", str(args.year), "--model-dir", args.model_dir,
+             "--plans-dir", args.plans_dir],
+            capture_output=True, text=True, check=True, cwd=PROJECT,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r["n"] = n
+        r["mb"] = wb.stat().st_size / 1e6
+        rows.append(r)
+
+    print(f"{'students':>8} {'file MB':>8} {'read s':>7} {'predict s':>9} {'write s':>8} "
+          f"{'run s':>7} {'load s':>7} {'peak MB':>8}")
+    for r in rows:
+        print(f"{r['n']:>8} {r['mb']:>8.1f} {r['read']:>7.2f} {r['predict']:>9.2f} "
+              f"{r['write']:>8.2f} {r['run']:>7.2f} {r['load']:>7.2f} {r['peak_mb']:>8.0f}")
+    if len(rows) >= 2:
+        a, b = rows[-2], rows[-1]
+        marginal = (b["run"] - a["run"]) / (b["n"] - a["n"])
+        print(f"marginal cost per student ({a['n']}->{b['n']}): {marginal * 1000:.2f} ms")
+        if args.baseline_students > 0:
+            base = _baseline(work / f"cohort{args.year}_{sizes[0]}.xlsx", args.year,
+                             args.model_dir, args.plans_dir, args.baseline_students)
+            print(f"deployed way (literal, {args.baseline_students} students): "
+                  f"{base * 1000:.0f} ms per student -> {base / marginal:.0f}x less work per "
+                  f"student here")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
