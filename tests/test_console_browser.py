@@ -1,0 +1,459 @@
+"""The web console in a real browser against a real server.
+
+Debian's chromium driven by Playwright talks to gunicorn started with the
+project's ``gunicorn.conf.py`` (one worker, pool threads, jobs in child
+processes) -- the way operators run it -- so the page is tested with the
+real upload, polling, download and token paths, not a test client.
+
+Screenshots of every state land in ``test-artifacts/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TOKEN = "console-test-token-7f3a"
+
+needs_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+
+
+# --- the server ---------------------------------------------------------------
+
+def _has_files(d: Path) -> bool:
+    return d.is_dir() and any(not p.name.startswith(".") for p in d.iterdir())
+
+
+def _model_and_plans() -> tuple[Path, Path]:
+    """The repository's demo model and plans; the real reference ones in
+    ../shared/ only while the demo ones have not been generated."""
+    models, plans = REPO / "models", REPO / "plans"
+    if _has_files(models) and _has_files(plans):
+        return models, plans
+    ref = REPO.parent / "shared" / "reference"
+    if _has_files(ref / "model") and _has_files(ref / "plans"):
+        return ref / "model", ref / "plans"
+    pytest.skip("no model/plans: neither models/ + plans/ nor ../shared/reference/")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+    plans_dir: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _start_server(tmp: Path, env_extra: dict[str, str]) -> Server:
+    models, plans = _model_and_plans()
+    port = _free_port()
+    data_dir = tmp / "data"
+    log = tmp / "gunicorn.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICT_")}
+    env.update({
+        "PREDICT_HOST": "127.0.0.1",
+        "PREDICT_PORT": str(port),
+        "PREDICT_DATA_DIR": str(data_dir),
+        "PREDICT_MODEL_DIR": str(models),
+        "PREDICT_PLANS_DIR": str(plans),
+        "PREDICT_HTTP_THREADS": "8",
+        **env_extra,
+    })
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(gunicorn), "-c", str(REPO / "gunicorn.conf.py"), "async_api_server:app"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log, plans, env_extra)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.base + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    _stop_server(server)
+    raise AssertionError(f"server not healthy in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _stop_server(server: Server) -> None:
+    """Only the process group this test started: gunicorn's master and worker."""
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # One pool slot, so a second task waits as 等待中 and can be cancelled there;
+    # a database, so the 导入数据库 button is offered.
+    tmp = tmp_path_factory.mktemp("console")
+    srv = _start_server(tmp, {"PREDICT_MAX_WORKERS": "1",
+                              "PREDICT_DATABASE_URL": f"sqlite:///{tmp / 'predictions.sqlite3'}"})
+    yield srv
+    _stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = _start_server(tmp_path_factory.mktemp("console-token"), {"PREDICT_API_TOKEN": TOKEN})
+    yield srv
+    _stop_server(srv)
+
+
+# --- the browser --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Watched:
+    """A page plus every URL it requested and every script error it raised."""
+
+    page: Any
+    requests: list[str]
+    errors: list[str]
+
+
+@contextlib.contextmanager
+def _open(browser: Any) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
+                                  locale="zh-CN")
+    requests: list[str] = []
+    errors: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: d.accept())
+    try:
+        yield Watched(page, requests, errors)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def watched(browser: Any, server: Server) -> Iterator[Watched]:
+    with _open(browser) as w:
+        yield w
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+
+
+def _assert_only_local(requests: list[str], base: str) -> None:
+    foreign = [u for u in requests
+               if not (u.startswith(base + "/") or u == base
+                       or u.startswith("blob:" + base + "/") or u.startswith("data:"))]
+    assert not foreign, f"the page requested other hosts: {foreign}"
+
+
+def _workbook(server: Server, tmp: Path, year: int, seed: int, name: str) -> Path:
+    from destination_predictor.demo.grades import make_grade_workbook
+
+    return make_grade_workbook(tmp / name, year, 30, plans_dir=server.plans_dir, seed=seed)
+
+
+def _newest_year(plans_dir: Path) -> int:
+    from destination_predictor.plans import plan_years
+
+    return max(plan_years(plans_dir))
+
+
+def _card(page: Any, file_name: str) -> Any:
+    return page.locator("article.task", has=page.locator(".task-file", has_text=file_name))
+
+
+# --- tests --------------------------------------------------------------------
+
+@pytest.mark.slow
+@needs_browser
+def test_console_full_flow(server: Server, watched: Watched, tmp_path: Path) -> None:
+    page = watched.page
+    year = _newest_year(server.plans_dir)
+    first = _workbook(server, tmp_path, year, 1, "成绩A.xlsx")
+    second = _workbook(server, tmp_path, year, 2, "成绩B.xlsx")
+
+    resp = page.goto(server.base + "/admin/prediction/async")
+    assert resp is not None and resp.status == 200
+    assert "default-src 'none'" in (resp.headers.get("content-security-policy") or "")
+    page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+    expect = sync_api.expect
+    expect(page.locator("#monitor-body .stat").first).to_be_visible()
+    expect(page.locator("#task-list")).to_contain_text("暂无任务")
+    shot(page, "01-empty")
+
+    # A wrong type is refused by the page itself.
+    page.set_input_files("#file-input", {"name": "成绩.txt", "mimeType": "text/plain",
+                                         "buffer": "学号,成绩\n1,90\n".encode()})
+    expect(page.locator("#start-message")).to_contain_text("只支持 .xlsx 或 .xls")
+    page.click("#start-button")
+    expect(page.locator("#start-message")).to_contain_text("只支持 .xlsx 或 .xls")
+    shot(page, "02-refused-type")
+
+    # A text file renamed .xlsx passes the page's checks; the API refuses it
+    # and its Chinese error and code are shown.
+    page.select_option("#year-select", str(year))
+    page.set_input_files("#file-input", {"name": "改名.xlsx", "mimeType": "application/octet-stream",
+                                         "buffer": b"this is not a workbook\n" * 10})
+    page.click("#start-button")
+    expect(page.locator("#start-message")).to_contain_text("任务未启动：文件内容不是有效的 .xlsx 工作簿")
+    expect(page.locator("#start-message .code")).to_have_text("BAD_FILE_CONTENT")
+    shot(page, "03-refused-content")
+    expect(page.locator("#task-list")).to_contain_text("暂无任务")
+
+    # Two real tasks; with one pool slot the second waits and is cancelled.
+    page.set_input_files("#file-input", str(first))
+    page.click("#start-button")
+    expect(page.locator("#start-message")).to_contain_text("预测任务已启动")
+    page.set_input_files("#file-input", str(second))
+    page.select_option("#priority-select", "normal")
+    page.click("#start-button")
+    expect(_card(page, "成绩B.xlsx")).to_be_visible()
+    expect(page.locator("#poll-state")).to_contain_text("每 3 秒自动刷新")
+    shot(page, "04-running")
+    cards = page.locator("article.task .task-file")
+    expect(cards.first).to_have_text("成绩B.xlsx")  # newest first
+    _card(page, "成绩B.xlsx").locator("button", has_text="取消任务").click()
+    expect(_card(page, "成绩B.xlsx").locator(".badge")).to_have_text("失败", timeout=30_000)
+    expect(_card(page, "成绩B.xlsx")).to_contain_text("任务已取消")
+
+    card = _card(page, "成绩A.xlsx")
+    expect(card.locator(".badge")).to_have_text("已完成", timeout=90_000)
+    expect(card.locator(".progress-pct")).to_have_text("100%")
+    expect(card.locator(".task-elapsed")).to_contain_text("用时")
+    expect(page.locator("#poll-state")).to_contain_text("已暂停自动刷新")
+
+    # Charts: destinations per major and the two histograms, with bars.
+    dest = card.locator("svg[data-chart='destinations']")
+    expect(dest).to_be_visible()
+    assert dest.locator("rect.bar").count() >= 1
+    hists = card.locator("svg[data-chart='histogram']")
+    expect(hists).to_have_count(2)
+    assert card.locator("svg[data-chart='histogram'] rect.bar").count() >= 1
+    expect(page.locator("#monitor-body")).to_contain_text("成绩A.xlsx")
+    expect(page.locator("#monitor-body .failures")).to_contain_text("任务已取消")
+    shot(page, "05-completed")
+
+    # One major's workbook through the page's link, opened as a workbook.
+    link = card.locator("a.dl-file").first
+    with page.expect_download() as info:
+        link.click()
+    download = info.value
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert saved.suffix == ".xlsx"
+    import openpyxl
+
+    wb = openpyxl.load_workbook(saved, read_only=True)
+    try:
+        assert "Predictions" in wb.sheetnames
+        sheet_rows = wb["Predictions"].max_row - 1
+    finally:
+        wb.close()
+    code = re.search(r"_Predictions_([^.]+)\.xlsx$", saved.name)
+    assert code is not None, saved.name
+    # And everything as one zip.
+    with page.expect_download() as info:
+        card.locator("a.dl-zip").click()
+    zpath = tmp_path / "all.zip"
+    info.value.save_as(zpath)
+    with zipfile.ZipFile(zpath) as zf:
+        names = zf.namelist()
+        assert any(n.endswith("_All.xlsx") for n in names)
+        wb = openpyxl.load_workbook(io.BytesIO(zf.read(names[0])), read_only=True)
+        wb.close()
+
+    # A histogram for one major only.
+    select = card.locator("select.hist-major")
+    select.select_option(index=1)
+    expect(card.locator("svg[data-chart='histogram']")).to_have_count(2)
+
+    # Nothing active: no more polling of the task list.
+    before = sum(1 for u in watched.requests if "/api/tasks" in u)
+    page.wait_for_timeout(7000)
+    after = sum(1 for u in watched.requests if "/api/tasks" in u)
+    assert after == before, "the page kept polling with nothing pending or running"
+    # The monitoring panel refreshes by itself meanwhile.
+    assert sum(1 for u in watched.requests if u.endswith("/api/monitor")) >= 3
+
+    # Import into the configured database; the page lists majors and rows.
+    card.locator("button", has_text="导入数据库").click()
+    result = card.locator(".import-result")
+    expect(result).to_contain_text("导入完成", timeout=30_000)
+    table = f"Cohort{year}_Predictions_{code.group(1)}"
+    expect(result.locator("tr", has_text=table)).to_contain_text(str(sheet_rows))
+    with sqlite3.connect(server.data_dir.parent / "predictions.sqlite3") as db:
+        assert db.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] == sheet_rows
+    shot(page, "06-imported")
+    assert not watched.errors, watched.errors
+    _assert_only_local(watched.requests, server.base)
+
+
+@pytest.mark.slow
+@needs_browser
+def test_console_asks_for_token_once(token_server: Server, browser: Any, tmp_path: Path) -> None:
+    year = _newest_year(token_server.plans_dir)
+    grades = _workbook(token_server, tmp_path, year, 3, "grades.xlsx")
+    with _open(browser) as w:
+        page = w.page
+        expect = sync_api.expect
+        page.goto(token_server.base + "/")
+        expect(page.locator("#token-overlay")).to_be_visible()
+        shot(page, "07-token-prompt")
+
+        page.fill("#token-input", "wrong-token")
+        page.click("#token-submit")
+        expect(page.locator("#token-error")).to_contain_text("访问令牌无效")
+        shot(page, "08-token-wrong")
+
+        page.fill("#token-input", TOKEN)
+        page.click("#token-submit")
+        expect(page.locator("#token-overlay")).to_be_hidden()
+        page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+        expect(page.locator("#monitor-body .stat").first).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('predictApiToken')") == TOKEN
+
+        page.select_option("#year-select", str(year))
+        page.set_input_files("#file-input", str(grades))
+        page.click("#start-button")
+        card = _card(page, "grades.xlsx")
+        expect(card.locator(".badge")).to_have_text("已完成", timeout=90_000)
+        with page.expect_download() as info:
+            card.locator("a.dl-file").first.click()
+        saved = tmp_path / "with-token.xlsx"
+        info.value.save_as(saved)
+        assert saved.read_bytes()[:2] == b"PK"
+        shot(page, "09-token-works")
+
+        # No database configured on this server: no import button.
+        expect(card.locator(".import")).to_be_hidden()
+
+        # Kept for the browser session: a reload does not ask again.
+        page.reload()
+        page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+        expect(page.locator("#task-list")).to_contain_text("grades.xlsx")
+        expect(page.locator("#token-overlay")).to_be_hidden()
+        assert not w.errors, w.errors
+        _assert_only_local(w.requests, token_server.base)
+
+
+
+# --- the console's routes without a browser (fast) ------------------------------
+
+def test_pages_are_served_with_a_strict_policy(client: Any) -> None:
+    for path in ("/", "/admin/prediction/async"):
+        resp = client.get(path)
+        assert resp.status_code == 200
+        assert resp.mimetype == "text/html"
+        assert "异步任务控制台" in resp.get_data(as_text=True)
+        csp = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    for asset in ("console.js", "charts.js", "console.css"):
+        assert client.get(f"/console/static/{asset}").status_code == 200
+
+
+def test_no_external_reference_in_the_assets() -> None:
+    """Belt and braces beside the CSP: no URL of another host in the sources."""
+    static = REPO / "destination_predictor" / "service" / "static" / "console"
+    for f in static.iterdir():
+        # The SVG namespace is an identifier, never fetched.
+        text = f.read_text(encoding="utf-8").replace("http://www.w3.org/2000/svg", "")
+        urls = re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}", text)
+        assert urls == [], (f.name, urls)
+
+
+def test_monitor_reports_what_the_panel_shows(client: Any, app: Any) -> None:
+    resp = client.get("/api/monitor")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["success"] is True
+    data = body["data"]
+    settings = app.extensions["predict"].settings
+    assert data["workers"]["max"] == settings.max_workers
+    assert data["workers"]["running"] == 0 and data["workers"]["pending"] == 0
+    assert data["model_version"] and data["uptime_s"] >= 0
+    assert set(data["disk"]) >= {"uploads_bytes", "results_bytes", "free_bytes"}
+    assert data["recent_tasks"] == [] and data["recent_failures"] == []
+    assert data["limits"]["max_upload_mb"] == settings.max_upload_mb
+    assert data["import_enabled"] is False
+    assert data["auth_required"] is False
+
+
+@pytest.mark.parametrize(("url", "enabled"), [
+    ("sqlite:///predictions.sqlite3", True),
+    ("mysql://user@host/db", False),
+])
+def test_monitor_offers_import_only_when_it_can_work(app_config: dict[str, Any], url: str,
+                                                    enabled: bool) -> None:
+    from destination_predictor.service import create_app
+
+    app_config["PREDICT_DATABASE_URL"] = url
+    application = create_app(app_config)
+    try:
+        data = application.test_client().get("/api/monitor").get_json()["data"]
+        assert data["import_enabled"] is enabled
+    finally:
+        application.extensions["predict"].shutdown(wait_s=10.0)
+
+
+def test_monitor_needs_the_token_but_the_page_does_not(app_config: dict[str, Any]) -> None:
+    from destination_predictor.service import create_app
+
+    app_config["PREDICT_API_TOKEN"] = TOKEN
+    application = create_app(app_config)
+    try:
+        c = application.test_client()
+        refused = c.get("/api/monitor")
+        assert refused.status_code == 401
+        assert refused.get_json()["success"] is False and refused.get_json()["error"]
+        assert c.get("/api/monitor", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+        assert c.get("/").status_code == 200  # the page itself asks for the token
+        assert c.get("/console/static/console.js").status_code == 200
+    finally:
+        application.extensions["predict"].shutdown(wait_s=10.0)
