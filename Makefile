@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` (service on :8080 with the
+# bundled demo model and plans) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+HOST ?= 0.0.0.0
+
+.PHONY: run test lint bench bench-api system-deps clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) async_api_server.py --port $(PORT) --host $(HOST)
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+
+test: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -ra
+
+bench: $(VENV)/.runtime
+	$(PY) -m destination_predictor.bench
+
+bench-api: $(VENV)/.runtime
+	$(PY) scripts/bench_api.py
+
+# Debian packages the real-process tests use (browser, database, SSH).
+system-deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium postgresql openssh-server openssh-client rsync >/dev/null
+
+clean:
+	rm -rf $(VENV) bench-out test-artifacts .pytest_cache .ruff_cache
