@@ -267,17 +267,6 @@ def test_xls_output_reads_with_calamine(tmp_path):
     assert not (tmp_path / "big.xls").exists()
 
 
-def test_five_thousand_students_are_fast(tmp_path):
-    import time
-
-    start = time.perf_counter()
-    path = make_grade_workbook(tmp_path / "big.xlsx", 2024, 5000, plans_dir=PLANS)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 30, elapsed  # a few seconds normally; generous for slow CI
-    assert path.stat().st_size > 1_000_000
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-
-
 # --- model -------------------------------------------------------------------
 
 def _load_model_dir(d: Path):

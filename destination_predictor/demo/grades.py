@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xlsxwriter
 
 from ..categories import load_category_map, normalise
 from ..plans import Plan, find_plans, read_plan
 from ._io import atomic_target
-from ._xlsx import write_xlsx
 
 COLUMNS: tuple[str, ...] = (
     "SNH", "Semester_Offered", "Current_Major", "Course_ID", "Course_Name", "Grade",
@@ -367,6 +367,21 @@ def _write_xls(path: str | Path, cols: dict[str, np.ndarray]) -> None:
         wb.save(str(tmp))
 
 
+def _write_xlsx(path: str | Path, cols: dict[str, np.ndarray]) -> None:
+    """One sheet through xlsxwriter's streaming mode; blanks stay empty cells."""
+    frame = pd.DataFrame(cols)
+    rows = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    with atomic_target(path) as tmp:
+        wb = xlsxwriter.Workbook(str(tmp), {"constant_memory": True,
+                                            "strings_to_formulas": False,
+                                            "strings_to_urls": False})
+        ws = wb.add_worksheet("Sheet1")
+        ws.write_row(0, 0, list(cols))
+        for i, row in enumerate(rows, start=1):
+            ws.write_row(i, 0, row)
+        wb.close()
+
+
 def make_grade_workbook(path: str | Path, year: int, n_students: int, *, plans_dir: str | Path,
                         seed: int = 0, majors: Sequence[str] | None = None, fmt: str = "xlsx",
                         completion: float = 0.6, messy: bool = True) -> Path:
@@ -385,7 +400,7 @@ def make_grade_workbook(path: str | Path, year: int, n_students: int, *, plans_d
             raise ValueError(f"xls 格式最多 {XLS_MAX_ROWS} 行数据，本次有 {rows} 行；请减少学生人数或改用 xlsx")
         _write_xls(path, cols)
     else:
-        write_xlsx(path, list(cols), list(cols.values()))
+        _write_xlsx(path, cols)
     return Path(path)
 
 
