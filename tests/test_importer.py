@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -376,24 +377,43 @@ def test_database_refusal_after_ddl_rolls_back_everything(cohort: Cohort, db_url
     assert snapshot(db_url) == before
 
 
-def _trigger_sleep_on(url: str, table: str, snh: str, seconds: float) -> None:
-    """Make the INSERT of one row sleep, so the test can act mid-import."""
+GATE_KEY = 4242
+
+
+def _gate_row(url: str, table: str, snh: str) -> None:
+    """Make the INSERT of one row wait for advisory lock ``GATE_KEY``, which the
+    test holds: the import stops mid-insert exactly as long as the test wants."""
     assert re.fullmatch(r"[0-9a-zA-Z_-]+", snh)
     eng = _engine(url)
     try:
         with eng.begin() as conn:
             conn.execute(sa.text(
-                "CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                f"IF NEW.\"SNH\" = '{snh}' THEN PERFORM pg_sleep({seconds}); END IF; "
+                "CREATE FUNCTION gate_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.\"SNH\" = '{snh}' THEN PERFORM pg_advisory_xact_lock({GATE_KEY}); END IF; "
                 "RETURN NEW; END $$"))
-            conn.execute(sa.text(f'CREATE TRIGGER slow BEFORE INSERT ON "{table}" '
-                                 "FOR EACH ROW EXECUTE FUNCTION slow_row()"))
+            conn.execute(sa.text(f'CREATE TRIGGER gate BEFORE INSERT ON "{table}" '
+                                 "FOR EACH ROW EXECUTE FUNCTION gate_row()"))
     finally:
         eng.dispose()
 
 
-def _importer_sleeping(url: str, timeout: float = 30) -> int:
-    """The pid of the importer's backend once it sleeps inside the insert."""
+@contextmanager
+def _gate_closed(url: str) -> Iterator[None]:
+    """Hold the gate's lock in a session of our own; leaving opens the gate."""
+    eng = _engine(url)
+    try:
+        with eng.connect() as conn:
+            conn.execute(sa.text(f"SELECT pg_advisory_lock({GATE_KEY})"))
+            conn.commit()
+            yield
+            conn.execute(sa.text(f"SELECT pg_advisory_unlock({GATE_KEY})"))
+            conn.commit()
+    finally:
+        eng.dispose()
+
+
+def _importer_at_gate(url: str, timeout: float = 60) -> int:
+    """The pid of the importer's backend once it waits at the gated row."""
     eng = _engine(url)
     deadline = time.monotonic() + timeout
     try:
@@ -401,13 +421,14 @@ def _importer_sleeping(url: str, timeout: float = 30) -> int:
             with eng.connect() as conn:
                 pid = conn.execute(sa.text(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = "
-                    "'destination_predictor_import' AND wait_event = 'PgSleep'")).scalar()
+                    "'destination_predictor_import' AND wait_event_type = 'Lock' "
+                    "AND wait_event = 'advisory'")).scalar()
             if pid:
                 return int(pid)
             time.sleep(0.05)
     finally:
         eng.dispose()
-    raise AssertionError("the import never reached the slow row")
+    raise AssertionError("the import never reached the gated row")
 
 
 def _import_in_thread(files: list[Path], url: str) -> tuple[threading.Thread, dict[str, Any]]:
@@ -437,11 +458,12 @@ def test_postgres_readers_see_old_rows_until_commit(cohort: Cohort, pg: PgServer
     old = snapshot(url)
     assert len(old["Cohort2024_Predictions_ai"][1]) == 2
     last_snh = str(workbook(ai)["SNH"].iloc[-1])
-    _trigger_sleep_on(url, "Cohort2024_Predictions_ai", last_snh, 2)
+    _gate_row(url, "Cohort2024_Predictions_ai", last_snh)
 
-    thread, out = _import_in_thread([ai], url)
-    _importer_sleeping(url)
-    assert snapshot(url) == old            # mid-import: DELETE done, most rows inserted
+    with _gate_closed(url):
+        thread, out = _import_in_thread([ai], url)
+        _importer_at_gate(url)
+        assert snapshot(url) == old        # mid-import: DELETE done, most rows inserted
     thread.join(60)
     assert "report" in out, out
     new = snapshot(url)["Cohort2024_Predictions_ai"][1]
@@ -454,19 +476,20 @@ def test_postgres_connection_killed_mid_insert_keeps_old_rows(cohort: Cohort, pg
     import_results(cohort.results, url)
     ai = cohort.major_file("ai")
     last_snh = str(workbook(ai)["SNH"].iloc[-1])
-    _trigger_sleep_on(url, "Cohort2024_Predictions_ai", last_snh, 60)
+    _gate_row(url, "Cohort2024_Predictions_ai", last_snh)
     before = snapshot(url)
 
     # ai goes last, so the other majors were already replaced in this transaction.
-    thread, out = _import_in_thread([p for p in cohort.results if p != ai] + [ai], url)
-    pid = _importer_sleeping(url)
-    eng = _engine(url)
-    try:
-        with eng.connect() as conn:
-            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
-    finally:
-        eng.dispose()
-    thread.join(30)
+    with _gate_closed(url):
+        thread, out = _import_in_thread([p for p in cohort.results if p != ai] + [ai], url)
+        pid = _importer_at_gate(url)
+        eng = _engine(url)
+        try:
+            with eng.connect() as conn:
+                assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        finally:
+            eng.dispose()
+        thread.join(30)
     assert not thread.is_alive()
     err = out.get("error")
     assert isinstance(err, ImportRefused) and err.code == "DATABASE_WRITE_FAILED", out
