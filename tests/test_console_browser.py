@@ -236,6 +236,14 @@ def test_console_full_flow(server: Server, watched: Watched, tmp_path: Path) -> 
     expect(page.locator("#start-message")).to_contain_text("只支持 .xlsx 或 .xls")
     shot(page, "02-refused-type")
 
+    # So is a file over the service's size limit (read from the monitor data).
+    big = tmp_path / "太大.xlsx"
+    with big.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024 + 1)  # sparse: costs no disk
+    page.set_input_files("#file-input", str(big))
+    expect(page.locator("#start-message")).to_contain_text("文件过大")
+    expect(page.locator("#start-message")).to_contain_text("最大允许 50 MB")
+
     # A text file renamed .xlsx passes the page's checks; the API refuses it
     # and its Chinese error and code are shown.
     page.select_option("#year-select", str(year))

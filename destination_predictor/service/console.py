@@ -46,7 +46,7 @@ RECENT_TASKS = 10
 RECENT_FAILURES = 5
 # Walking uploads/ and results/ on every 5-second refresh of every open page
 # would be wasted work; sizes a few seconds old are good enough for a panel.
-DISK_CACHE_S = 5.0
+DISK_CACHE_S = 2.0
 
 _IMPORT_RULE = re.compile(r"^/api/task/<[^>]+>/import$")
 _disk_lock = threading.Lock()

@@ -347,13 +347,41 @@
     return null;
   }
 
+  function showChosenFile(file) {
+    var name = $("file-name");
+    name.textContent = file ? file.name + "（" + formatBytes(file.size) + "）" : "未选择文件（也可以把文件拖到这里）";
+    name.title = file ? file.name : "";
+    name.className = "file-name " + (file ? "chosen" : "muted");
+  }
+
   function onFileChange() {
     var file = $("file-input").files[0];
     var msg = $("start-message");
+    showChosenFile(file);
     if (!file) { hideMessage(msg); return; }
     var problem = checkFile(file);
-    if (problem) { showMessage(msg, "error", problem, "PAGE_CHECK"); }
-    else { showMessage(msg, "info", "已选择 " + file.name + "（" + formatBytes(file.size) + "）"); }
+    if (problem) { showMessage(msg, "error", problem); } else { hideMessage(msg); }
+  }
+
+  /* Dropping a file on the picker is the same as choosing it. */
+  function setupDrop() {
+    var zone = $("file-drop");
+    var input = $("file-input");
+    ["dragenter", "dragover"].forEach(function (type) {
+      zone.addEventListener(type, function (ev) {
+        ev.preventDefault();
+        zone.classList.add("dragging");
+      });
+    });
+    ["dragleave", "drop"].forEach(function (type) {
+      zone.addEventListener(type, function () { zone.classList.remove("dragging"); });
+    });
+    zone.addEventListener("drop", function (ev) {
+      ev.preventDefault();
+      if (!ev.dataTransfer || !ev.dataTransfer.files.length) { return; }
+      try { input.files = ev.dataTransfer.files; } catch (e) { return; }
+      onFileChange();
+    });
   }
 
   function onStart(ev) {
@@ -362,9 +390,9 @@
     var button = $("start-button");
     var file = $("file-input").files[0];
     var problem = checkFile(file);
-    if (problem) { showMessage(msg, "error", problem, "PAGE_CHECK"); return; }
+    if (problem) { showMessage(msg, "error", problem); return; }
     var year = $("year-select").value;
-    if (!year) { showMessage(msg, "error", "请选择年级", "PAGE_CHECK"); return; }
+    if (!year) { showMessage(msg, "error", "请选择年级"); return; }
     var form = new FormData();
     form.append("file", file, file.name);
     form.append("year", year);
@@ -378,6 +406,7 @@
       showMessage(msg, "success", (data && data.message ? data.message : "预测任务已启动") +
         "（任务编号 " + (data && data.task_id ? data.task_id.slice(0, 8) : "") + "）");
       $("file-input").value = "";
+      showChosenFile(null);
       refreshTasks();
       refreshMonitor();
     }).catch(function (f) {
@@ -905,6 +934,7 @@
   function init() {
     $("start-form").addEventListener("submit", onStart);
     $("file-input").addEventListener("change", onFileChange);
+    setupDrop();
     $("year-select").addEventListener("change", fillMajors);
     $("refresh-button").addEventListener("click", function () {
       refreshTasks();
