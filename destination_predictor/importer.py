@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import python_calamine
 import sqlalchemy as sa
@@ -195,7 +196,9 @@ def _one_line(exc: BaseException, url: URL | None) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     if url is not None and url.password:
-        text = text.replace(str(url.password), "***")
+        secret = str(url.password)
+        for form in (secret, quote(secret, safe=""), quote_plus(secret)):
+            text = text.replace(form, "***")
     return text[:300]
 
 
