@@ -38,7 +38,7 @@ bench-api: $(VENV)/.runtime
 system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		chromium postgresql openssh-server openssh-client rsync >/dev/null
+		chromium fonts-wqy-microhei postgresql openssh-server openssh-client rsync >/dev/null
 
 clean:
 	rm -rf $(VENV) bench-out test-artifacts .pytest_cache .ruff_cache
