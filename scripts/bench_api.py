@@ -29,6 +29,8 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a file from anywhere: the package lives in ROOT
+    sys.path.insert(0, str(ROOT))
 
 
 def free_port() -> int:

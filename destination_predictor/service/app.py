@@ -9,6 +9,7 @@ in-memory task index must live where the requests are served.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -80,6 +81,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                      results_dir=settings.results_dir, logger=logger)
     executor.start()
     cleaner.start()
+    if isinstance(runner, ProcessRunner):
+        threading.Thread(target=runner.warm_up, name="forkserver-warm-up", daemon=True).start()
     log_event(logger, "service.started", requeued=len(report.requeued),
               recovery_failed=len(report.failed), model_loaded=engine is not None)
     return app

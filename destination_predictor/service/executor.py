@@ -239,7 +239,7 @@ class TaskExecutor:
                 log_event(self.log, "task.abandoned", task_id, reason="shutdown")
                 return
             self._remove_results(task_id)
-            self.log.error("event=task.crashed task_id=%s detail=%s", task_id, exc)
+            log_event(self.log, "task.crashed", task_id, logging.ERROR, detail=str(exc))
             self.store.update(task_id, lambda t: T.fail(
                 t, self.clock(), "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"))
             return

@@ -30,6 +30,11 @@ from ..errors import PredictionCancelled, PredictionError
 
 ProgressFn = Callable[[int, str], None]
 
+# Imported once by the fork server. sklearn is what unpickling the model's
+# scaler pulls in (about 1 s per child otherwise); a module that is missing is
+# skipped by multiprocessing, so the list may name more than is installed.
+FORKSERVER_PRELOAD = ("destination_predictor.engine", "sklearn.preprocessing")
+
 # How long a child may take to stop on its own after being asked to cancel.
 CANCEL_GRACE_S = 10.0
 _POLL_S = 0.2
@@ -147,7 +152,14 @@ class ProcessRunner:
         if start_method == "forkserver":
             # The server imports the engine's heavy modules once; each child
             # forks from it instead of importing numpy/pandas/CatBoost again.
-            self._ctx.set_forkserver_preload(["destination_predictor.engine"])
+            self._ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+
+    def warm_up(self) -> None:
+        """Start the fork server now (seconds of imports) rather than on the first job."""
+        if self._ctx.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
 
     def run(self, spec: JobSpec, progress: ProgressFn, cancel: Stoppable,
             deadline: float) -> JobOutcome:
@@ -161,6 +173,7 @@ class ProcessRunner:
         res_w.close()
         ctl_r.close()
         cancel_sent_at: float | None = None
+        answered = False
         try:
             while True:
                 if res_r.poll(_POLL_S):
@@ -172,14 +185,18 @@ class ProcessRunner:
                     kind = msg[0]
                     if kind == "progress":
                         progress(int(msg[1]), str(msg[2]))
-                        continue
-                    if kind == "done":
-                        return JobOutcome(files=list(msg[1]), summary=msg[2], warnings=list(msg[3]))
-                    if kind == "error":
-                        raise PredictionError(msg[1], msg[2])
-                    if kind == "cancelled":
-                        raise PredictionCancelled()
-                    raise JobCrashed(str(msg[1]) if len(msg) > 1 else "unknown child message")
+                    else:
+                        answered = True
+                        if kind == "done":
+                            return JobOutcome(files=list(msg[1]), summary=msg[2],
+                                              warnings=list(msg[3]))
+                        if kind == "error":
+                            raise PredictionError(msg[1], msg[2])
+                        if kind == "cancelled":
+                            raise PredictionCancelled()
+                        raise JobCrashed(str(msg[1]) if len(msg) > 1 else "unknown child message")
+                # Checked after every message too, so a flood of progress
+                # cannot hold off the time limit or a cancel.
                 now = time.monotonic()
                 if now >= deadline:
                     raise TaskTimedOut()
@@ -193,7 +210,7 @@ class ProcessRunner:
                     proc.join()
                     raise JobCrashed(f"child exited with code {proc.exitcode}")
         finally:
-            _stop(proc)
+            _stop(proc, 2.0 if answered else 0.0)
             res_r.close()
             ctl_w.close()
 
@@ -208,7 +225,10 @@ def _send_quietly(conn: Any, message: str) -> None:
         pass  # the child is already gone; the loop notices through the result pipe
 
 
-def _stop(proc: Any) -> None:
+def _stop(proc: Any, grace_s: float) -> None:
+    """Let a child that already answered exit on its own, then make sure it is gone."""
+    if grace_s > 0:
+        proc.join(grace_s)
     if proc.is_alive():
         proc.terminate()
         proc.join(5.0)
