@@ -1,0 +1,149 @@
+"""``deploy-async.sh`` over real SSH: a private sshd on a free loopback port
+(its own host key, its own authorized_keys, key-only login), a deploy to
+``root@127.0.0.1`` into a temp path, then ``status``, ``logs``, ``restart``
+and ``stop`` from this side, the way an operator drives a cloud server.
+
+Needs root and openssh-server/openssh-client/rsync (``.ci/run`` installs
+them); skipped, with the reason, where they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from destination_predictor.client import ApiClient
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "deploy-async.sh"
+SSHD = Path("/usr/sbin/sshd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    print(f"$ deploy-async.sh {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\nrc={proc.returncode}")
+    return proc
+
+
+@dataclass
+class Sshd:
+    port: int
+    key: Path
+    known_hosts: Path
+
+    def target_args(self) -> list[str]:
+        return ["root@127.0.0.1", "--ssh-port", str(self.port), "--identity", str(self.key),
+                "--known-hosts", str(self.known_hosts)]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if os.geteuid() != 0:
+        pytest.skip("sshd for root@127.0.0.1 needs root")
+    missing = [t for t in ("ssh", "ssh-keygen", "rsync") if shutil.which(t) is None]
+    if not SSHD.exists() or missing:
+        pytest.skip(f"needs openssh-server, openssh-client and rsync (missing: {missing or 'sshd'})")
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("run the tests from a virtualenv: it seeds the deployed venv (--venv-from)")
+    d = tmp_path_factory.mktemp("sshd")
+    host_key, key = d / "host_ed25519", d / "id_ed25519"
+    for path in (host_key, key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                       check=True, stdin=subprocess.DEVNULL)
+    authorized = d / "authorized_keys"
+    shutil.copy(key.with_suffix(".pub"), authorized)
+    authorized.chmod(0o600)
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation dir
+    port = free_port()
+    log = d / "sshd.log"
+    proc = subprocess.Popen([
+        str(SSHD), "-D", "-p", str(port), "-o", "ListenAddress=127.0.0.1", "-h", str(host_key),
+        "-o", f"AuthorizedKeysFile={authorized}", "-o", f"PidFile={d / 'sshd.pid'}",
+        "-o", "StrictModes=no", "-o", "PermitRootLogin=yes", "-o", "PasswordAuthentication=no",
+        "-E", str(log),
+    ], stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open(port):
+            assert proc.poll() is None, f"sshd exited: {log.read_text() if log.exists() else ''}"
+            assert time.monotonic() < deadline, "sshd did not listen within 15 s"
+            time.sleep(0.1)
+        yield Sshd(port=port, key=key, known_hosts=d / "known_hosts")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd, tmp_path: Path) -> None:
+    base = tmp_path / "remote" / "srv"
+    port = free_port()
+    remote = [*sshd.target_args(), "--path", str(base)]
+    try:
+        proc = run_script("deploy", *remote, "--port", str(port), "--host", "127.0.0.1",
+                          "--venv-from", sys.prefix, "--health-timeout", "90")
+        assert proc.returncode == 0
+        assert "rsync over ssh" in proc.stdout
+        assert f"{base}/shared/api_token" in proc.stdout  # where the token is
+
+        token = (base / "shared" / "api_token").read_text().strip()
+        with ApiClient(f"http://127.0.0.1:{port}", token=token, timeout=10) as client:
+            assert client.health()["status"] == "ok"
+            assert client.majors()
+
+        status = run_script("status", *remote)
+        assert status.returncode == 0
+        assert "健康检查:   正常" in status.stdout
+        assert f"127.0.0.1:{port}" in status.stdout
+
+        logs = run_script("logs", *remote, "--lines", "50")
+        assert logs.returncode == 0
+        assert "event=service.started" in logs.stdout
+
+        pid = int((base / "shared" / "service.pid").read_text())
+        assert run_script("restart", *remote).returncode == 0
+        assert int((base / "shared" / "service.pid").read_text()) != pid
+
+        stop = run_script("stop", *remote)
+        assert stop.returncode == 0
+        assert not port_open(port)
+        assert run_script("status", *remote).returncode == 3
+    finally:
+        run_script("stop", "--local", str(base))
+
+
+def test_unreachable_host_is_refused_clearly(sshd: Sshd, tmp_path: Path) -> None:
+    dead_port = free_port()  # nothing listens there
+    proc = run_script("deploy", "root@127.0.0.1", "--ssh-port", str(dead_port),
+                      "--identity", str(sshd.key), "--known-hosts", str(sshd.known_hosts),
+                      "--path", str(tmp_path / "srv"), timeout=60)
+    assert proc.returncode != 0
+    assert "无法通过 SSH 登录" in proc.stderr
+    assert not (tmp_path / "srv").exists()
