@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import re
+import secrets
 import sys
 import tempfile
 import time
@@ -215,6 +216,7 @@ class Options:
     out_dir: Path | None
     plans_dir: Path
     request_timeout: float
+    seed: int
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -237,6 +239,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--plans-dir", type=Path, default=_PROJECT_DIR / "plans",
                    help="生成演示成绩所用的培养方案目录，默认项目的 plans/")
     p.add_argument("--request-timeout", type=float, default=30, help="单个请求超时秒数")
+    p.add_argument("--seed", type=int, default=None,
+                   help="演示成绩的随机种子（默认每次不同：相同的文件会命中服务的结果缓存，"
+                        "就检查不到一次真实的预测）")
     a = p.parse_args(argv)
     if not a.base_url:
         p.error("需要 --base-url（例如 http://服务器:8080）/ --base-url is required")
@@ -244,15 +249,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         p.error(f"文件不存在：{a.file}")
     if a.students < 1:
         p.error("--students 至少为 1")
+    seed = a.seed if a.seed is not None else secrets.randbelow(2**31)
     return Options(a.base_url, a.token or None, a.year, a.file, a.students, a.major,
-                   a.interval, a.timeout, a.out_dir, a.plans_dir, a.request_timeout)
+                   a.interval, a.timeout, a.out_dir, a.plans_dir, a.request_timeout, seed)
 
 
 def _demo_workbook(opts: Options, dest: Path) -> Path:
     from .demo.grades import make_grade_workbook
 
     path = dest / f"demo_grades_{opts.year}.xlsx"
-    make_grade_workbook(path, opts.year, opts.students, plans_dir=opts.plans_dir, seed=opts.year)
+    make_grade_workbook(path, opts.year, opts.students, plans_dir=opts.plans_dir, seed=opts.seed)
     return path
 
 
@@ -312,7 +318,7 @@ def _task_checks(report: Report, client: ApiClient, opts: Options, work: Path) -
         def make() -> str:
             nonlocal upload
             upload = _demo_workbook(opts, work)
-            return f"{upload.name}（{opts.students} 名学生, {opts.year} 级）"
+            return f"{upload.name}（{opts.students} 名学生, {opts.year} 级, seed {opts.seed}）"
         if not report.run("生成演示成绩 make grade workbook", make):
             return
 
