@@ -12,6 +12,7 @@ import io
 import json
 import threading
 import time
+import unicodedata
 import uuid
 import zipfile
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ import pytest
 from conftest import PLANS_DIR
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from destination_predictor.errors import PredictionCancelled
 from destination_predictor.service import create_app
@@ -708,3 +711,15 @@ def test_xls_upload_runs(client: FlaskClient, tmp_path: Path) -> None:
     data = wait_for(client, r.json["data"]["task_id"], finished)
     assert data["status"] == "completed", data
     assert data["summary"]["students"] == 20
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.sampled_from([".xlsx", ".xls", ".XLSX", ""]))
+def test_any_client_name_becomes_one_plain_file_name(name: str, ext: str) -> None:
+    safe = safe_original_name(name + ext)
+    assert safe and "/" not in safe and "\\" not in safe and "\x00" not in safe
+    assert safe not in (".", "..") and not safe.startswith(".")
+    assert len(safe.encode("utf-8")) <= 255
+    assert all(unicodedata.category(ch)[0] != "C" for ch in safe)
+    if ext:
+        assert safe.endswith(ext.lower())

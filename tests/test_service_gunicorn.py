@@ -204,7 +204,7 @@ def test_five_tasks_run_three_at_a_time_in_priority_order(server_factory: Any,
 def test_kill9_during_a_job_then_restart_completes_it(server_factory: Any, tmp_path: Path) -> None:
     server = server_factory()
     server.start()
-    book = workbook(tmp_path, "big.xlsx", 400, seed=5)
+    book = workbook(tmp_path, "big.xlsx", 800, seed=5)
     task_id = server.submit(book)
     end = time.monotonic() + 60
     while True:
@@ -225,7 +225,7 @@ def test_kill9_during_a_job_then_restart_completes_it(server_factory: Any, tmp_p
     server.start()
     d = server.wait(task_id)
     assert d["status"] == "completed", d
-    assert d["summary"]["students"] == 400
+    assert d["summary"]["students"] == 800
     assert d["progress"] == 100
     for name in d["result_files"]:
         r = server.get(f"/api/task/result/{task_id}/{name}")

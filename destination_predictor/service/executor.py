@@ -124,11 +124,17 @@ class TaskExecutor:
                 return task
             running = self._running.get(task_id)
             if running is not None:
+                running.cancel.set()
+                current = self.store.get(task_id)
+                if current is not None and current.status == T.PENDING:
+                    # Taken from the queue but not started yet: it will not start.
+                    task = self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+                    log_event(self.log, "task.cancelled", task_id, was="pending")
+                    return task
                 try:
                     task = self.store.update(task_id, T.request_cancel)
                 except T.InvalidTransition:
                     raise NotCancellable(task_id) from None  # finished a moment ago
-                running.cancel.set()
                 log_event(self.log, "task.cancel_requested", task_id)
                 return task
         task = self.store.get(task_id)
@@ -188,7 +194,10 @@ class TaskExecutor:
             return  # cancelled (or deleted) while waiting
         if self._complete_from_cache(task):
             return
-        task = self.store.update(task_id, lambda t: T.start(t, self.clock()))
+        try:
+            task = self.store.update(task_id, lambda t: T.start(t, self.clock()))
+        except T.InvalidTransition:
+            return  # cancelled between leaving the queue and starting
         log_event(self.log, "task.started", task_id, attempt=task.attempts, year=task.year,
                   major=task.major, priority=task.priority)
         spec = JobSpec(
@@ -260,9 +269,13 @@ class TaskExecutor:
         files = self.cache.copy_results(source, task.id)
         if files is None:
             return False
-        self.store.update(task.id, lambda t: T.complete(
-            t, self.clock(), files, source.summary, list(source.warnings),
-            cached_from=source.id, model_version=source.model_version))
+        try:
+            self.store.update(task.id, lambda t: T.complete(
+                t, self.clock(), files, source.summary, list(source.warnings),
+                cached_from=source.id, model_version=source.model_version))
+        except T.InvalidTransition:
+            self._remove_results(task.id)  # cancelled meanwhile
+            return True
         log_event(self.log, "task.completed", task.id, cached_from=source.id, files=len(files))
         return True
 
