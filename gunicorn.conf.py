@@ -35,3 +35,8 @@ def worker_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature
     manager = getattr(app, "extensions", {}).get("predict") if app is not None else None
     if manager is not None:
         manager.shutdown(wait_s=10.0)
+
+# Gunicorn >= 25 opens a per-user control socket (~/.gunicorn/gunicorn.ctl) by
+# default; two services (or test servers) of one user would fight over it and
+# nothing here uses it. Older versions ignore the unknown name.
+control_socket_disable = True
