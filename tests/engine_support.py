@@ -4,6 +4,7 @@ workbook writers (openpyxl keeps header text exactly, trailing spaces too)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +21,10 @@ PARITY_GRADES = REF / "parity" / "grades_2023.xlsx"
 PARITY_EXPECTED = REF / "parity" / "expected"
 COMPARE_TOOL = SHARED / "tools" / "compare_outputs.py"
 
+# Outside CI a checkout without ../shared skips these; in CI they must run.
 needs_reference = pytest.mark.skipif(
-    not REF_MODEL.is_dir(), reason="../shared/reference (the deployed model) is not present"
+    not REF_MODEL.is_dir() and not os.environ.get("CI"),
+    reason="../shared/reference (the deployed model) is not present",
 )
 
 GRADE_HEADER = ["SNH", "Semester_Offered", "Current_Major", "Course_ID", "Course_Name", "Grade",
