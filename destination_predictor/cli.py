@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except PredictionError as exc:
         print(f"错误: {exc.message}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an output directory that cannot be written
+        where = exc.filename or args.out_dir
+        print(f"错误: 无法读写文件 {where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     for note in engine.model.load_notes:
         print(f"提示: {note}", file=sys.stderr)
     print_report(result)

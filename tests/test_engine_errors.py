@@ -135,3 +135,11 @@ def test_a_real_process_exits_non_zero_with_one_line(tmp_path):
     assert run.stderr.strip().splitlines()[-1].startswith("错误: 成绩文件不存在")
     assert "Traceback" not in run.stderr
     assert not any(out.iterdir())
+
+
+def test_unwritable_output_directory(capsys, tmp_path):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x", encoding="utf-8")
+    code, captured = run_cli(capsys, blocker / "out", PARITY_GRADES)
+    assert code == 2
+    assert captured.err.strip().splitlines()[-1].startswith("错误: 无法读写文件")
