@@ -135,7 +135,7 @@ class Engine:
         return MajorResult(
             major=plan.major, code=code, sids=sids, courses=layout.courses,
             required_rows=layout.n_rows,
-            grade_counts=np.array([cohort_counts(cohort)[s] for s in sids], dtype=np.int64),
+            grade_counts=np.array([cohort.courses_taken[s] for s in sids], dtype=np.int64),
             features=current[:, :9], probs=probs, taken=taken_course, missing=missing,
             unknown_credits=unknown, thresholds=thresholds,
             min_grade=config.min_grade, max_grade=config.max_grade,
@@ -246,14 +246,6 @@ class Engine:
             return final
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def cohort_counts(cohort: Cohort) -> dict[str, int]:
-    cached = getattr(cohort, "_counts", None)
-    if cached is None:
-        cached = cohort.courses_taken()
-        cohort._counts = cached  # type: ignore[attr-defined]
-    return cached
 
 
 def _share(x: int, n: int) -> float:

@@ -12,6 +12,7 @@ import math
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import fastexcel
@@ -50,8 +51,11 @@ class Cohort:
     skipped: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
 
+    @cached_property
     def courses_taken(self) -> dict[str, int]:
-        """Distinct courses with a grade, per student (the ``grade`` column)."""
+        """Distinct courses with a grade, per student (the ``grade`` column).
+
+        Cached: every major of a run reads it, the scores never change."""
         return self.scores.groupby("sid", sort=False)["course"].size().to_dict()
 
 

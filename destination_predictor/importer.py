@@ -55,6 +55,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 
+from .errors import PredictionError
 from .majors import MAJOR_CODES
 
 log = logging.getLogger("destination_predictor.importer")
@@ -102,20 +103,12 @@ _PG_LOCK_TIMEOUT = "60s"
 _CONNECT_TIMEOUT_S = 10
 
 
-class ImportRefused(Exception):
+class ImportRefused(PredictionError):
     """The import did not happen and the database is unchanged.
 
-    ``code`` is UPPER_SNAKE for programs, ``message`` one Chinese line for
-    people (never containing a password).
+    Same shape as every engine refusal: ``code`` is UPPER_SNAKE for programs,
+    ``message`` one Chinese line for people (never containing a password).
     """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # --- database URLs -----------------------------------------------------------------

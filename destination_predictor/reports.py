@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import xlsxwriter
 
+from .categories import BASE
 from .inverse import CEILING, Thresholds
 
 CURRENT_COLUMNS: tuple[str, ...] = (
@@ -64,8 +65,6 @@ class MajorResult:
 
 
 def predictions_frame(r: MajorResult) -> pd.DataFrame:
-    from .categories import BASE
-
     idx = {name: i for i, name in enumerate(BASE)}
     s1 = r.s_values(1)
     cols: dict[str, object] = {

@@ -111,7 +111,7 @@ def test_grade_rules_retakes_text_range_blank_and_empty_ids(tmp_path):
                    ("S2", "英语"): 40.0}
     assert dict(cohort.skipped) == {"invalid_grade": 3, "empty_grade": 2, "empty_id": 1,
                                     "free_elective": 1}
-    assert cohort.courses_taken() == {"S1": 2, "S2": 2}
+    assert cohort.courses_taken == {"S1": 2, "S2": 2}
 
 
 def test_first_sheet_empty_reads_the_next(tiny, tmp_path):
