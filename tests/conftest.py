@@ -19,9 +19,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 REPO = Path(__file__).resolve().parents[1]
+# The repository's demo model and plans, for the tests about them exactly.
+DEMO_MODELS_DIR = REPO / "models"
+DEMO_PLANS_DIR = REPO / "plans"
 # Overridable to try the suite against another model or plan set.
-MODELS_DIR = Path(os.environ.get("PREDICT_TEST_MODEL_DIR") or REPO / "models")
-PLANS_DIR = Path(os.environ.get("PREDICT_TEST_PLANS_DIR") or REPO / "plans")
+MODELS_DIR = Path(os.environ.get("PREDICT_TEST_MODEL_DIR") or DEMO_MODELS_DIR)
+PLANS_DIR = Path(os.environ.get("PREDICT_TEST_PLANS_DIR") or DEMO_PLANS_DIR)
 
 
 @pytest.fixture

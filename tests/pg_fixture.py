@@ -16,11 +16,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from live_server import free_port
 
 PASSWORD = "s3cret-Pw_for-tests"
 USER = "importer"
@@ -34,12 +35,6 @@ def find_pg_bin() -> Path | None:
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
     return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -90,7 +85,7 @@ def start_postgres() -> PgServer:
                    check=True, capture_output=True, timeout=120)
     last_error = ""
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40")
         proc = subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "start", "-D", str(root / "data"),

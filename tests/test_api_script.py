@@ -7,18 +7,15 @@ workbooks, since operators trust its exit status after every deploy.
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from flask import Flask, Response, jsonify, send_file
+from live_server import LiveServer
 from werkzeug.serving import make_server
 
 pytestmark = pytest.mark.slow
@@ -26,12 +23,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 CHECK_SCRIPT = REPO / "test-async-api.py"
 TOKEN = "test-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_check(base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -46,46 +37,9 @@ def run_check(base_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def gunicorn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("service-data")
-    port = free_port()
-    env = dict(os.environ, PREDICT_DATA_DIR=str(data), PREDICT_PORT=str(port),
-               PREDICT_HOST="127.0.0.1", PREDICT_API_TOKEN=TOKEN,
-               PREDICT_MODEL_DIR=str(REPO / "models"), PREDICT_PLANS_DIR=str(REPO / "plans"))
-    cmd = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
-           "--bind", f"127.0.0.1:{port}"]
-    if _has_control_socket():
-        cmd += ["--control-socket", str(data / "gunicorn.ctl")]
-    cmd.append("async_api_server:app")
-    log = (data / "gunicorn.out").open("wb")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (data / "gunicorn.out").read_text()
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, "service not healthy within 90 s"
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=45)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _has_control_socket() -> bool:
-    """Gunicorn >= 25.1 opens a per-user control socket unless told where."""
-    import gunicorn.config
-
-    return hasattr(gunicorn.config, "ControlSocket")
+    with LiveServer(data, model_dir=REPO / "models", plans_dir=REPO / "plans", token=TOKEN,
+                    log_dir=data) as server:
+        yield server.base
 
 
 def test_passes_against_the_real_service(gunicorn_server: str) -> None:

@@ -12,22 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from live_server import LiveServer
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -60,84 +54,26 @@ def _model_and_plans() -> tuple[Path, Path]:
     pytest.skip("no model/plans: neither models/ + plans/ nor ../shared/reference/")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    base: str
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    log: Path
-    plans_dir: Path
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-def _start_server(tmp: Path, env_extra: dict[str, str]) -> Server:
+def _server(tmp: Path, *, token: str = "", env: dict[str, str] | None = None) -> LiveServer:
     models, plans = _model_and_plans()
-    port = _free_port()
-    data_dir = tmp / "data"
-    log = tmp / "gunicorn.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICT_")}
-    env.update({
-        "PREDICT_HOST": "127.0.0.1",
-        "PREDICT_PORT": str(port),
-        "PREDICT_DATA_DIR": str(data_dir),
-        "PREDICT_MODEL_DIR": str(models),
-        "PREDICT_PLANS_DIR": str(plans),
-        "PREDICT_HTTP_THREADS": "8",
-        **env_extra,
-    })
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(gunicorn), "-c", str(REPO / "gunicorn.conf.py"), "async_api_server:app"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", proc, data_dir, log, plans, env_extra)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(server.base + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    _stop_server(server)
-    raise AssertionError(f"server not healthy in 60 s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop_server(server: Server) -> None:
-    """Only the process group this test started: gunicorn's master and worker."""
-    if server.proc.poll() is None:
-        os.killpg(server.proc.pid, signal.SIGTERM)
-        try:
-            server.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.proc.pid, signal.SIGKILL)
-            server.proc.wait(10)
+    return LiveServer(tmp / "data", model_dir=models, plans_dir=plans, token=token,
+                      env={"PREDICT_HTTP_THREADS": "8", **(env or {})})
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # One pool slot, so a second task waits as 等待中 and can be cancelled there;
     # a database, so the 导入数据库 button is offered.
     tmp = tmp_path_factory.mktemp("console")
-    srv = _start_server(tmp, {"PREDICT_MAX_WORKERS": "1",
-                              "PREDICT_DATABASE_URL": f"sqlite:///{tmp / 'predictions.sqlite3'}"})
-    yield srv
-    _stop_server(srv)
+    db = f"sqlite:///{tmp / 'predictions.sqlite3'}"
+    with _server(tmp, env={"PREDICT_MAX_WORKERS": "1", "PREDICT_DATABASE_URL": db}) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = _start_server(tmp_path_factory.mktemp("console-token"), {"PREDICT_API_TOKEN": TOKEN})
-    yield srv
-    _stop_server(srv)
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with _server(tmp_path_factory.mktemp("console-token"), token=TOKEN) as srv:
+        yield srv
 
 
 # --- the browser --------------------------------------------------------------
@@ -176,7 +112,7 @@ def _open(browser: Any) -> Iterator[Watched]:
 
 
 @pytest.fixture
-def watched(browser: Any, server: Server) -> Iterator[Watched]:
+def watched(browser: Any, server: LiveServer) -> Iterator[Watched]:
     with _open(browser) as w:
         yield w
 
@@ -193,7 +129,7 @@ def _assert_only_local(requests: list[str], base: str) -> None:
     assert not foreign, f"the page requested other hosts: {foreign}"
 
 
-def _workbook(server: Server, tmp: Path, year: int, seed: int, name: str) -> Path:
+def _workbook(server: LiveServer, tmp: Path, year: int, seed: int, name: str) -> Path:
     from destination_predictor.demo.grades import make_grade_workbook
 
     return make_grade_workbook(tmp / name, year, 30, plans_dir=server.plans_dir, seed=seed)
@@ -213,7 +149,7 @@ def _card(page: Any, file_name: str) -> Any:
 
 @pytest.mark.slow
 @needs_browser
-def test_console_full_flow(server: Server, watched: Watched, tmp_path: Path) -> None:
+def test_console_full_flow(server: LiveServer, watched: Watched, tmp_path: Path) -> None:
     page = watched.page
     year = _newest_year(server.plans_dir)
     first = _workbook(server, tmp_path, year, 1, "成绩A.xlsx")
@@ -345,7 +281,8 @@ def test_console_full_flow(server: Server, watched: Watched, tmp_path: Path) -> 
 
 @pytest.mark.slow
 @needs_browser
-def test_console_asks_for_token_once(token_server: Server, browser: Any, tmp_path: Path) -> None:
+def test_console_asks_for_token_once(token_server: LiveServer, browser: Any,
+                                     tmp_path: Path) -> None:
     year = _newest_year(token_server.plans_dir)
     grades = _workbook(token_server, tmp_path, year, 3, "grades.xlsx")
     with _open(browser) as w:

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DEMO_MODELS_DIR as MODELS
+from conftest import DEMO_PLANS_DIR as PLANS
 from openpyxl import load_workbook
 
 from destination_predictor.categories import BASE, load_category_map
@@ -40,9 +42,6 @@ from destination_predictor.demo.model import (
 )
 from destination_predictor.plans import find_plans, read_plan
 
-REPO = Path(__file__).resolve().parents[1]
-PLANS = REPO / "plans"
-MODELS = REPO / "models"
 EXPECTED_COLUMNS = [
     "SNH", "Semester_Offered", "Current_Major", "Course_ID", "Course_Name", "Grade",
     "Course_Type", "Course_Attribute ", "Hours", "Credit", "Offering_Unit", "Exam_Type",

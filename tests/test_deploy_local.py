@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -22,37 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_server import free_port, port_open, run_deploy_script
 
 from destination_predictor.client import ApiClient, ApiError
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "deploy-async.sh"
 VENV = Path(sys.prefix)
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "uploads",
     "results", "test-artifacts", "bench-out", "node_modules", "*.log", "tasks.sqlite3*")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def run_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    # Shown by pytest when a test fails: what the operator would have seen.
-    print(f"$ deploy-async.sh {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\nrc={proc.returncode}")
-    return proc
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,7 +64,7 @@ class Deployment:
         return int((self.shared / "service.pid").read_text().strip())
 
     def run(self, sub: str, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run_script(sub, "--local", str(self.base), *extra)
+        return run_deploy_script(sub, "--local", str(self.base), *extra)
 
 
 def _stop_leftover(base: Path) -> None:
@@ -265,7 +244,7 @@ def test_stop_never_kills_a_foreign_pid(tmp_path: Path) -> None:
         os.symlink("releases/20000101T000000Z", base / "current")
         (shared / "deploy.conf").write_text("PORT=1\nMANAGER=pid\n")
         (shared / "service.pid").write_text(f"{other.pid}\n")
-        proc = run_script("stop", "--local", str(base))
+        proc = run_deploy_script("stop", "--local", str(base))
         assert proc.returncode == 0
         assert other.poll() is None
         assert not (shared / "service.pid").exists()

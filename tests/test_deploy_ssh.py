@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,33 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_server import free_port, port_open, run_deploy_script
 
 from destination_predictor.client import ApiClient
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "deploy-async.sh"
 SSHD = Path("/usr/sbin/sshd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def run_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-    print(f"$ deploy-async.sh {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\nrc={proc.returncode}")
-    return proc
 
 
 @dataclass
@@ -107,7 +86,7 @@ def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd, tmp_path: Pat
     port = free_port()
     remote = [*sshd.target_args(), "--path", str(base)]
     try:
-        proc = run_script("deploy", *remote, "--port", str(port), "--host", "127.0.0.1",
+        proc = run_deploy_script("deploy", *remote, "--port", str(port), "--host", "127.0.0.1",
                           "--venv-from", sys.prefix, "--health-timeout", "90")
         assert proc.returncode == 0
         assert "rsync over ssh" in proc.stdout
@@ -118,30 +97,30 @@ def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd, tmp_path: Pat
             assert client.health()["status"] == "ok"
             assert client.majors()
 
-        status = run_script("status", *remote)
+        status = run_deploy_script("status", *remote)
         assert status.returncode == 0
         assert "健康检查:   正常" in status.stdout
         assert f"127.0.0.1:{port}" in status.stdout
 
-        logs = run_script("logs", *remote, "--lines", "50")
+        logs = run_deploy_script("logs", *remote, "--lines", "50")
         assert logs.returncode == 0
         assert "event=service.started" in logs.stdout
 
         pid = int((base / "shared" / "service.pid").read_text())
-        assert run_script("restart", *remote).returncode == 0
+        assert run_deploy_script("restart", *remote).returncode == 0
         assert int((base / "shared" / "service.pid").read_text()) != pid
 
-        stop = run_script("stop", *remote)
+        stop = run_deploy_script("stop", *remote)
         assert stop.returncode == 0
         assert not port_open(port)
-        assert run_script("status", *remote).returncode == 3
+        assert run_deploy_script("status", *remote).returncode == 3
     finally:
-        run_script("stop", "--local", str(base))
+        run_deploy_script("stop", "--local", str(base))
 
 
 def test_unreachable_host_is_refused_clearly(sshd: Sshd, tmp_path: Path) -> None:
     dead_port = free_port()  # nothing listens there
-    proc = run_script("deploy", "root@127.0.0.1", "--ssh-port", str(dead_port),
+    proc = run_deploy_script("deploy", "root@127.0.0.1", "--ssh-port", str(dead_port),
                       "--identity", str(sshd.key), "--known-hosts", str(sshd.known_hosts),
                       "--path", str(tmp_path / "srv"), timeout=60)
     assert proc.returncode != 0

@@ -16,13 +16,10 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +30,8 @@ import openpyxl
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from conftest import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
+from live_server import LiveServer, free_port
 from pg_fixture import PASSWORD, PgServer, start_postgres
 
 from destination_predictor.importer import (
@@ -44,16 +43,14 @@ from destination_predictor.importer import (
     safe_url,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO / "models"
-PLANS_DIR = REPO / "plans"
 YEAR = 2024
 N_STUDENTS = 48
 CODES = ("ai", "ee", "iot", "tewm")
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 needs_model = pytest.mark.skipif(
-    not (MODELS_DIR / "catboost_model.cbm").is_file() or not (PLANS_DIR / f"education-plan{YEAR}").is_dir(),
+    not (DEMO_MODELS_DIR / "catboost_model.cbm").is_file()
+    or not (DEMO_PLANS_DIR / f"education-plan{YEAR}").is_dir(),
     reason="demo model/plans not present in models/ and plans/",
 )
 pytestmark = needs_model
@@ -78,10 +75,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     from destination_predictor.engine import Engine
 
     root = tmp_path_factory.mktemp("cohort")
-    grades = make_grade_workbook(root / "grades.xlsx", YEAR, N_STUDENTS, plans_dir=PLANS_DIR,
-                                 seed=11)
-    run = Engine(MODELS_DIR, PLANS_DIR).run(grades, YEAR, out_dir=root / "results",
-                                            file_prefix="00000000-0000-4000-8000-000000000000_")
+    grades = make_grade_workbook(root / "grades.xlsx", YEAR, N_STUDENTS,
+                                 plans_dir=DEMO_PLANS_DIR, seed=11)
+    run = Engine(DEMO_MODELS_DIR, DEMO_PLANS_DIR).run(
+        grades, YEAR, out_dir=root / "results",
+        file_prefix="00000000-0000-4000-8000-000000000000_")
     return Cohort(grades, sorted(run.files))
 
 
@@ -229,8 +227,8 @@ def test_types_of_new_tables(cohort: Cohort, db_url: str) -> None:
 def test_grades_replace_only_their_year(cohort: Cohort, db_url: str, tmp_path: Path) -> None:
     from destination_predictor.demo.grades import make_grade_workbook
 
-    other = make_grade_workbook(tmp_path / "g2023.xls", 2023, 6, plans_dir=PLANS_DIR, seed=2,
-                                fmt="xls")
+    other = make_grade_workbook(tmp_path / "g2023.xls", 2023, 6, plans_dir=DEMO_PLANS_DIR,
+                                seed=2, fmt="xls")
     r23 = import_results(cohort.results, db_url, grades_file=other, grades_year=2023)
     r24 = import_results(cohort.results, db_url, grades_file=cohort.grades, grades_year=YEAR)
     assert r23.grades is not None and r24.grades is not None
@@ -553,9 +551,7 @@ def test_refusals_write_nothing(cohort: Cohort, db_url: str, tmp_path: Path) -> 
 
 
 def test_unreachable_databases(cohort: Cohort, tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
+    closed_port = free_port()
     url = f"postgresql://someone:{PASSWORD}@127.0.0.1:{closed_port}/nowhere"
     err = _refused(cohort.results, url, "DATABASE_UNREACHABLE")
     assert PASSWORD not in err.message and "***" in err.message
@@ -697,9 +693,7 @@ def test_route_not_configured_and_token(cohort: Cohort, app_config: dict[str, An
 @pytest.mark.slow
 def test_route_unreachable_database(cohort: Cohort, app_config: dict[str, Any],
                                     request: pytest.FixtureRequest) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     app_config["PREDICT_DATABASE_URL"] = f"postgresql://u:{PASSWORD}@127.0.0.1:{port}/db"
     app = request.getfixturevalue("app")
     client = app.test_client()
@@ -720,58 +714,15 @@ def test_route_unreachable_database(cohort: Cohort, app_config: dict[str, Any],
 TOKEN = "e2e-token-9"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Service:
-    base: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, pg: PgServer) -> Iterator[tuple[Service, str]]:
+def service(tmp_path_factory: pytest.TempPathFactory,
+            pg: PgServer) -> Iterator[tuple[LiveServer, str]]:
     """gunicorn with the project's config, a token and PostgreSQL configured."""
     tmp = tmp_path_factory.mktemp("gunicorn")
     db = pg.create_database("service_db")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICT_")}
-    env.update({"PREDICT_HOST": "127.0.0.1", "PREDICT_PORT": str(port),
-                "PREDICT_DATA_DIR": str(tmp / "data"), "PREDICT_MODEL_DIR": str(MODELS_DIR),
-                "PREDICT_PLANS_DIR": str(PLANS_DIR), "PREDICT_API_TOKEN": TOKEN,
-                "PREDICT_DATABASE_URL": db})
-    log = tmp / "gunicorn.log"
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(gunicorn), "-c", str(REPO / "gunicorn.conf.py"),
-                                 "async_api_server:app"], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    srv = Service(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                with urllib.request.urlopen(srv.base + "/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.3)
+    with LiveServer(tmp / "data", model_dir=DEMO_MODELS_DIR, plans_dir=DEMO_PLANS_DIR, token=TOKEN,
+                    env={"PREDICT_DATABASE_URL": db}) as srv:
         yield srv, db
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
 
 
 def _cli(*args: str, cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -790,7 +741,7 @@ def _one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.slow
-def test_cli_and_route_end_to_end(cohort: Cohort, service: tuple[Service, str], pg: PgServer,
+def test_cli_and_route_end_to_end(cohort: Cohort, service: tuple[LiveServer, str], pg: PgServer,
                                   tmp_path: Path) -> None:
     from destination_predictor.client import ApiClient, ApiError
 
@@ -823,9 +774,7 @@ def test_cli_and_route_end_to_end(cohort: Cohort, service: tuple[Service, str], 
     before = snapshot(db)
 
     # 3. refusals: one line, exit 2, database unchanged
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     line = _one_error_line(_cli(*base, "--token", TOKEN, "--database-url",
                                 f"postgresql://x:{PASSWORD}@127.0.0.1:{closed}/db", cwd=tmp_path))
     assert PASSWORD not in line and "无法连接数据库" in line
@@ -858,7 +807,7 @@ def test_cli_and_route_end_to_end(cohort: Cohort, service: tuple[Service, str], 
     assert {m["table"]: m["rows"] for m in data["majors"]} == tables
     assert data["backend"] == "postgresql"
     assert major_tables(service_db) == tables
-    log_text = (Path(srv.log).parent / "data" / f"async_api_{srv.base.rsplit(':', 1)[1]}.log")
+    log_text = srv.data_dir / f"async_api_{srv.port}.log"
     assert "task.imported" in log_text.read_text(encoding="utf-8")
     assert PASSWORD not in log_text.read_text(encoding="utf-8")
     client.close()

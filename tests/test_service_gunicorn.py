@@ -14,11 +14,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,17 +23,12 @@ from typing import Any
 import openpyxl
 import pytest
 import requests
-from conftest import MODELS_DIR, PLANS_DIR, REPO
+from conftest import MODELS_DIR, PLANS_DIR
+from live_server import LiveServer
 
 pytestmark = pytest.mark.slow
 
 YEAR = 2023
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def session_members(sid: int) -> list[int]:
@@ -57,53 +47,15 @@ def session_members(sid: int) -> list[int]:
     return found
 
 
-class Server:
+class Server(LiveServer):
+    """The service with jobs in child processes, at most three at a time."""
+
     def __init__(self, data_dir: Path, log_dir: Path, *, token: str = "",
                  script: bool = False) -> None:
-        self.data_dir = data_dir
-        self.log_dir = log_dir
-        self.token = token
-        self.script = script
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        env = dict(os.environ, PREDICT_DATA_DIR=str(self.data_dir), PREDICT_PORT=str(self.port),
-                   PREDICT_MODEL_DIR=str(MODELS_DIR), PREDICT_PLANS_DIR=str(PLANS_DIR),
-                   PREDICT_EXECUTION="process", PREDICT_API_TOKEN=self.token,
-                   PREDICT_MAX_WORKERS="3", PREDICT_MAX_PENDING="50")
-        if self.script:
-            cmd = [sys.executable, "async_api_server.py", "--host", "127.0.0.1",
-                   "--port", str(self.port)]
-        else:
-            cmd = [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
-                   "-b", f"127.0.0.1:{self.port}", "async_api_server:app"]
-        log = open(self.log_dir / f"server-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
-        end = time.monotonic() + 90
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, self.output()
-            try:
-                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        return (self.log_dir / f"server-{self.port}-{self.starts}.log").read_text(errors="replace")
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    def get(self, path: str, **kw: Any) -> requests.Response:
-        return requests.get(self.base + path, headers=self.headers(), timeout=10, **kw)
+        super().__init__(data_dir, model_dir=MODELS_DIR, plans_dir=PLANS_DIR, token=token,
+                         script=script, log_dir=log_dir,
+                         env={"PREDICT_EXECUTION": "process", "PREDICT_MAX_WORKERS": "3",
+                              "PREDICT_MAX_PENDING": "50"})
 
     def submit(self, path: Path, **form: str) -> str:
         with path.open("rb") as fh:
@@ -126,25 +78,6 @@ class Server:
                 return d
             assert time.monotonic() < end, d
             time.sleep(0.2)
-
-    def kill9(self) -> int:
-        """SIGKILL the master, then the worker; returns the session id."""
-        assert self.proc is not None
-        worker = requests.get(f"{self.base}/health", timeout=5).json()["data"]["pid"]
-        os.kill(self.proc.pid, signal.SIGKILL)
-        os.kill(worker, signal.SIGKILL)
-        self.proc.wait(10)
-        return self.proc.pid
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(45)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 @pytest.fixture
