@@ -188,7 +188,8 @@ class Engine:
             for s in cohort.students:
                 rec = cohort.majors[s]
                 if rec not in known:
-                    orphans[rec or "(空)"] = orphans.get(rec or "(空)", 0) + 1
+                    key = rec or "（空）"
+                    orphans[key] = orphans.get(key, 0) + 1
             for rec, cnt in orphans.items():
                 warnings.append(f"{cnt} 名学生的专业“{rec}”没有 {year} 级培养方案，未预测")
 

@@ -47,7 +47,7 @@ class Plan:
 
     @property
     def unmapped_categories(self) -> list[str]:
-        return list(dict.fromkeys(r.category or "(空)" for r in self.rows if r.feature is None))
+        return list(dict.fromkeys(r.category or "（类别为空）" for r in self.rows if r.feature is None))
 
 
 def plan_path(plans_dir: str | Path, year: int, major: str) -> Path:

@@ -100,7 +100,7 @@ def test_committed_plan_categories_all_map_except_the_deliberate_rows():
             else:
                 assert cmap.lookup(cat) is not None, (path.name, cat)
         plan = read_plan(path, year, major, cmap)
-        assert plan.unmapped_categories == ["(空)"]
+        assert plan.unmapped_categories == ["（类别为空）"]
         unknown = [r.course for r in plan.rows if r.feature is None]
         assert unknown == [EMPTY_CATEGORY_COURSE]
         assert {r.feature for r in plan.rows} - {None} == set(BASE)

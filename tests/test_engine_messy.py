@@ -55,7 +55,7 @@ def test_plan_with_date_cells_empty_category_and_note_row(tiny, tmp_path):
     pred = sheet(result.files[0])
     assert pred["count"].tolist() == [11, 11]  # the duplicate 体育基础 row counts twice
     assert list(pred.columns[19:]) == ALL_COURSES
-    assert any("(空)" in w for w in result.warnings)  # the category-less 毕业设计 row
+    assert any("（类别为空）" in w for w in result.warnings)  # the category-less 毕业设计 row
 
 
 def test_xls_input_gives_the_same_predictions(tiny, tmp_path):
