@@ -89,9 +89,11 @@ class DestinationModel:
         x = features[:, self._feature_pos].astype(float, copy=True)
         clips = self.params.get("clip_ranges") or {}
         for j, name in enumerate(self.feature_columns):
-            rng = clips.get(name)
-            if rng:
-                x[:, j] = np.clip(x[:, j], rng["min"], rng["max"])
+            rng = clips.get(name) or {}
+            lo, hi = rng.get("min"), rng.get("max")
+            if lo is not None or hi is not None:  # NaN stays NaN
+                x[:, j] = np.clip(x[:, j], -np.inf if lo is None else lo,
+                                  np.inf if hi is None else hi)
         out = np.empty((x.shape[0], 3))
         for start in range(0, x.shape[0], PREDICT_CHUNK):
             part = pd.DataFrame(x[start:start + PREDICT_CHUNK], columns=self.feature_columns)
