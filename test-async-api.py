@@ -6,7 +6,7 @@
 
 import sys
 
-from destination_predictor.apicheck import main
+from destination_predictor.client.apicheck import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,11 +36,11 @@ def _child(path: str, year: int, model_dir: str, plans_dir: str) -> None:
 
 def _baseline(path: Path, year: int, model_dir: str, plans_dir: str, n: int) -> float:
     """Seconds per student the deployed way (31 single-row model calls each)."""
-    from . import literal
-    from .categories import load_category_map
-    from .grades import read_grades
-    from .model import DestinationModel
-    from .plans import find_plans, read_plan
+    from .engine import literal
+    from .engine.categories import load_category_map
+    from .engine.grades import read_grades
+    from .engine.model import DestinationModel
+    from .engine.plans import find_plans, read_plan
 
     model = DestinationModel.load(model_dir)
     cohort = read_grades(path)

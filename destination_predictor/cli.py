@@ -8,9 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import PredictConfig
-from .engine import Engine, RunResult
-from .errors import PredictionError
+from .engine import Engine, PredictConfig, PredictionError, RunResult
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 

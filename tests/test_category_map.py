@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from engine_support import REF_EXACT_MAP, REF_PLANS, needs_reference
 
-from destination_predictor.categories import BASE, load_category_map, normalise
-from destination_predictor.errors import PredictionError
+from destination_predictor.engine.categories import BASE, load_category_map, normalise
+from destination_predictor.engine.errors import PredictionError
 
 
 def real_plan_categories() -> set[str]:

@@ -136,7 +136,7 @@ def _workbook(server: LiveServer, tmp: Path, year: int, seed: int, name: str) ->
 
 
 def _newest_year(plans_dir: Path) -> int:
-    from destination_predictor.plans import plan_years
+    from destination_predictor.engine.plans import plan_years
 
     return max(plan_years(plans_dir))
 

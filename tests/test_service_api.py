@@ -27,7 +27,7 @@ from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from destination_predictor.errors import PredictionCancelled
+from destination_predictor.engine.errors import PredictionCancelled
 from destination_predictor.service import create_app
 from destination_predictor.service import task as T
 from destination_predictor.service.runner import JobOutcome, JobSpec, TaskTimedOut

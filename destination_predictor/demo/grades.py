@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import xlsxwriter
 
-from ..categories import load_category_map, normalise
-from ..plans import Plan, find_plans, read_plan
+from ..engine.categories import load_category_map, normalise
+from ..engine.plans import Plan, find_plans, read_plan
 from ._io import atomic_target
 
 COLUMNS: tuple[str, ...] = (

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..categories import BASE, STRENGTH_WALK
+from ..engine.categories import BASE, STRENGTH_WALK
 from ._io import atomic_target, write_bytes_atomic, write_text_atomic
 from .curricula import MAJORS
 

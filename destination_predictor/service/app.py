@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..errors import PredictionError
+from ..engine.errors import PredictionError
 from . import auth, console, import_routes, responses, routes
 from .cache import ResultCache
 from .cleaner import Cleaner

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import PredictionCancelled, PredictionError
+from ..engine.errors import PredictionCancelled, PredictionError
 from . import task as T
 from .cache import ResultCache
 from .logging_setup import log_event

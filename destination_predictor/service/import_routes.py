@@ -39,7 +39,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from ..importer import ImportRefused, ImportReport, import_results, resolve_database_url
-from ..majors import major_codes
+from ..engine.majors import major_codes
 from . import task as T
 from .logging_setup import log_event
 from .manager import EXTENSION_KEY, TaskManager

@@ -20,8 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from ..engine.excel import sniff_file
+
 ALLOWED_EXTENSIONS = (".xlsx", ".xls")
-OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 # A zip member may legitimately compress well (repetitive sheet XML), but not
 # like a bomb; the ratio is only checked for members large enough to matter.
 MAX_MEMBER_RATIO = 200
@@ -118,13 +119,12 @@ def check_content(path: Path, ext: str, max_unzipped_bytes: int) -> None:
     """The bytes must be what the extension claims, and an .xlsx must not
     inflate beyond ``max_unzipped_bytes`` (checked by actually inflating it,
     since the sizes a zip declares can lie)."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    fmt = sniff_file(path)
     if ext == ".xls":
-        if head != OLE2_MAGIC:
+        if fmt != "xls":
             raise UploadRejected("BAD_FILE_CONTENT", "文件内容不是有效的 .xls（Excel 97-2003）工作簿")
         return
-    if not head.startswith(b"PK") or not zipfile.is_zipfile(path):
+    if fmt != "xlsx" or not zipfile.is_zipfile(path):
         raise UploadRejected("BAD_FILE_CONTENT", "文件内容不是有效的 .xlsx 工作簿")
     try:
         with zipfile.ZipFile(path) as zf:

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import features as feat
 from .categories import CategoryMap, load_category_map
-from .config import PredictConfig
+from .options import PredictConfig
 from .errors import PredictionCancelled, PredictionError
 from .grades import Cohort, read_grades
 from .inverse import NO_MISSING, search

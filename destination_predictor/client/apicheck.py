@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from .client import ApiClient, ApiError
+from .api import ApiClient, ApiError
 
 PREDICTION_PREFIX: tuple[str, ...] = (
     "SNH", "major", "grade", "count",
@@ -255,7 +255,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 def _demo_workbook(opts: Options, dest: Path) -> Path:
-    from .demo.grades import make_grade_workbook
+    from ..demo.grades import make_grade_workbook
 
     path = dest / f"demo_grades_{opts.year}.xlsx"
     make_grade_workbook(path, opts.year, opts.students, plans_dir=opts.plans_dir, seed=opts.seed)

@@ -64,7 +64,7 @@ class CategoryMap:
 
 
 def default_map_path() -> Path:
-    return Path(str(resources.files("destination_predictor") / "data" / "category_map.json"))
+    return Path(str(resources.files("destination_predictor.engine") / "data" / "category_map.json"))
 
 
 def load_category_map(path: str | Path | None = None) -> CategoryMap:

@@ -20,9 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import PredictionError
-
-XLSX_MAGIC = b"PK\x03\x04"
-OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+from .excel import ExcelFormat, sniff_file
 
 TEXT_GRADES: dict[str, float] = {"优": 95.0, "良": 85.0, "中": 75.0, "及格": 65.0, "不及格": 40.0}
 
@@ -59,20 +57,15 @@ class Cohort:
         return self.scores.groupby("sid", sort=False)["course"].size().to_dict()
 
 
-def sniff_format(path: Path) -> str:
+def sniff_format(path: Path) -> ExcelFormat:
     """'xlsx' or 'xls' from the first bytes, whatever the file name says."""
     try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-    except FileNotFoundError as exc:
+        fmt = sniff_file(path)
+    except (FileNotFoundError, IsADirectoryError) as exc:
         raise PredictionError("FILE_NOT_FOUND", f"成绩文件不存在: {path.name}") from exc
-    except IsADirectoryError as exc:
-        raise PredictionError("FILE_NOT_FOUND", f"成绩文件不存在: {path.name}") from exc
-    if head.startswith(XLSX_MAGIC):
-        return "xlsx"
-    if head == OLE2_MAGIC:
-        return "xls"
-    raise PredictionError("NOT_EXCEL", "上传的文件不是 Excel 工作簿（.xlsx 或 .xls）")
+    if fmt is None:
+        raise PredictionError("NOT_EXCEL", "上传的文件不是 Excel 工作簿（.xlsx 或 .xls）")
+    return fmt
 
 
 # Lower-cased header fragments of every column the reader may need; the
