@@ -21,7 +21,6 @@ from conftest import DEMO_MODELS_DIR as MODELS
 from conftest import DEMO_PLANS_DIR as PLANS
 from openpyxl import load_workbook
 
-from destination_predictor.engine.categories import BASE, load_category_map
 from destination_predictor.demo import curricula
 from destination_predictor.demo.curricula import (
     DATE_SEMESTER_COURSE,
@@ -40,6 +39,7 @@ from destination_predictor.demo.model import (
     synthetic_cohort,
     train_demo_model,
 )
+from destination_predictor.engine.categories import BASE, load_category_map
 from destination_predictor.engine.plans import find_plans, read_plan
 
 EXPECTED_COLUMNS = [

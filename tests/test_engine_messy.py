@@ -22,9 +22,9 @@ from engine_support import (
     write_xlsx,
 )
 
-from destination_predictor.engine.options import PredictConfig
 from destination_predictor.engine import Engine
 from destination_predictor.engine.grades import read_grades
+from destination_predictor.engine.options import PredictConfig
 
 pytestmark = needs_reference
 ALL_COURSES = ["思政A", "英语A", "高数A", "程序设计", "数据结构", "机器学习", "课程设计",

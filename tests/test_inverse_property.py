@@ -9,11 +9,10 @@ from engine_support import REF_EXACT_MAP, REF_MODEL, REF_PLANS, needs_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from destination_predictor.engine import literal
+from destination_predictor.engine import Engine, literal
 from destination_predictor.engine.categories import load_category_map
-from destination_predictor.engine.options import PredictConfig
-from destination_predictor.engine import Engine
 from destination_predictor.engine.grades import Cohort
+from destination_predictor.engine.options import PredictConfig
 from destination_predictor.engine.plans import find_plans, read_plan
 
 pytestmark = needs_reference

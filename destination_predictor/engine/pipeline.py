@@ -20,12 +20,12 @@ import numpy as np
 
 from . import features as feat
 from .categories import CategoryMap, load_category_map
-from .options import PredictConfig
 from .errors import PredictionCancelled, PredictionError
 from .grades import Cohort, read_grades
 from .inverse import NO_MISSING, search
 from .majors import code_for, major_codes, ordered
 from .model import DestinationModel
+from .options import PredictConfig
 from .plans import Plan, find_plans, plan_years, read_plan
 from .reports import MajorResult, major_sheets, summary_frame, write_workbook
 

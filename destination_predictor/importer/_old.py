@@ -55,8 +55,8 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 
-from .errors import PredictionError
-from .majors import MAJOR_CODES
+from ..engine.errors import PredictionError
+from ..engine.majors import MAJOR_CODES
 
 log = logging.getLogger("destination_predictor.importer")
 

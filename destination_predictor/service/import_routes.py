@@ -38,8 +38,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from ..importer import ImportRefused, ImportReport, import_results, resolve_database_url
 from ..engine.majors import major_codes
+from ..importer import ImportRefused, ImportReport, import_results, resolve_database_url
 from . import task as T
 from .logging_setup import log_event
 from .manager import EXTENSION_KEY, TaskManager

@@ -11,8 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
-from ..engine.options import PredictConfig
 from ..engine.errors import PredictionError
+from ..engine.options import PredictConfig
 from . import task as T
 from .manager import EXTENSION_KEY, TaskManager
 from .responses import ApiError, ok

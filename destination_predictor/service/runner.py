@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..engine.options import PredictConfig
 from ..engine.errors import PredictionCancelled, PredictionError
+from ..engine.options import PredictConfig
 
 ProgressFn = Callable[[int, str], None]
 
