@@ -1,6 +1,8 @@
-"""Credit-weighted category features (ALGORITHM.md section 5, steps 1-3).
+"""Credit-weighted category features (docs/algorithm.md, "Features").
 
-Pure numpy over a batch: one row per (student, assumed score) pair. The
+Pure numpy over a batch: one row per (student, assumed score) pair, one
+column per plan row in; ``build`` gives ``(batch, N_FEATURES)`` out: the nine
+categories in ``BASE`` order, then AcademicStrength. The
 accumulation walks the plan rows in file order with the same operations as
 the deployed per-student code (``tot += score * credit``), so the floats are
 identical, not merely close.
@@ -22,10 +24,15 @@ INNOVATION_FROM: tuple[tuple[str, float], ...] = (
     ("practice", 0.40), ("major", 0.35), ("basic_major", 0.15), ("basic_subject", 0.10),
 )
 FEATURE_INDEX = {name: i for i, name in enumerate(BASE)}
+N_CATEGORIES = len(BASE)            # the nine category means
+N_FEATURES = N_CATEGORIES + 1       # ... and AcademicStrength, last
 
 
 class PlanLayout:
     """The plan rows reduced to arrays: credit and feature index per row.
+
+    ``credit`` and ``feature`` are ``(n_rows,)``; ``feature[r]`` is -1 for a
+    row whose category maps to no feature (it counts as missing, adds nothing).
 
     ``course_index[r]`` points into ``courses`` (distinct names), so a course
     listed twice (once per semester) reads the same grade for both rows.
@@ -43,9 +50,10 @@ class PlanLayout:
 
 
 def category_means(values: np.ndarray, present: np.ndarray, layout: PlanLayout) -> np.ndarray:
-    """Step 1: per-category credit-weighted means, NaN where no credit counted.
+    """Step 1: ``(batch, n_rows)`` values and presence -> ``(batch, 9)`` means.
 
-    ``values``/``present`` are (batch, plan rows); absent rows add nothing.
+    Credit-weighted per category, NaN where no credit counted; absent rows
+    add nothing.
     """
     n = values.shape[0]
     tot = np.zeros((n, len(BASE)))
@@ -77,7 +85,8 @@ def _weighted_fill(f: np.ndarray, target: str, sources: Sequence[tuple[str, floa
 
 
 def impute(f: np.ndarray) -> np.ndarray:
-    """Step 2: ``major`` first, then ``innovation`` (which may use the new major)."""
+    """Step 2: ``(batch, 9)`` -> ``(batch, 9)``; ``major`` first, then
+    ``innovation`` (which may use the newly filled ``major``)."""
     out = f.copy()
     _weighted_fill(out, "major", MAJOR_FROM)
     _weighted_fill(out, "innovation", INNOVATION_FROM)
@@ -85,7 +94,8 @@ def impute(f: np.ndarray) -> np.ndarray:
 
 
 def academic_strength(f: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np.ndarray:
-    """Step 3: mean z-score over the fixed 13-entry walk (``public`` five times)."""
+    """Step 3: ``(batch, 9)`` -> ``(batch,)`` mean z-score over the fixed
+    13-entry walk (``public`` five times); 0 where nothing counts."""
     total = np.zeros(f.shape[0])
     count = np.zeros(f.shape[0])
     for name in STRENGTH_WALK:
@@ -101,3 +111,14 @@ def academic_strength(f: np.ndarray, stats: Mapping[str, Sequence[float]]) -> np
         count = np.where(ok, count + 1, count)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.where(count > 0, count, 1.0), 0.0)
+
+
+def build(values: np.ndarray, present: np.ndarray, layout: PlanLayout,
+          stats: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """Steps 1-3: ``(batch, n_rows)`` values and presence -> ``(batch, N_FEATURES)``.
+
+    The model's input in ``BASE`` order plus AcademicStrength; the category
+    columns are imputed but not clipped (clipping belongs to the model).
+    """
+    f = impute(category_means(values, present, layout))
+    return np.column_stack([f, academic_strength(f, stats)])

@@ -11,6 +11,7 @@ import io
 import math
 import zipfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -55,6 +56,13 @@ class Cohort:
 
         Cached: every major of a run reads it, the scores never change."""
         return self.scores.groupby("sid", sort=False)["course"].size().to_dict()
+
+    def students_of(self, major: str) -> list[str]:
+        """The students recorded in ``major``, in cohort order; everyone when the
+        export has no major column (the deployed behaviour)."""
+        if not self.has_major_column:
+            return list(self.students)
+        return [s for s in self.students if self.majors[s] == major]
 
 
 def sniff_format(path: Path) -> ExcelFormat:
@@ -218,3 +226,21 @@ def read_grades(path: str | Path) -> Cohort:
         skipped=skipped,
         warnings=warnings,
     )
+
+
+def grade_matrix(cohort: Cohort, sids: Sequence[str], courses: Sequence[str]) -> np.ndarray:
+    """The grades of ``sids`` in ``courses`` -> ``(n_students, n_courses)`` float.
+
+    NaN means "no grade" (not taken, or not in the export); a row follows
+    ``sids``, a column follows ``courses``. Built by one scatter over the
+    cohort's score table instead of a lookup per cell.
+    """
+    grades = np.full((len(sids), len(courses)), np.nan)
+    row_of = {s: i for i, s in enumerate(sids)}
+    col_of = {c: j for j, c in enumerate(courses)}
+    sc = cohort.scores
+    ri = sc["sid"].map(row_of)
+    ci = sc["course"].map(col_of)
+    ok = ri.notna() & ci.notna()
+    grades[ri[ok].to_numpy(dtype=np.intp), ci[ok].to_numpy(dtype=np.intp)] = sc["grade"][ok]
+    return grades

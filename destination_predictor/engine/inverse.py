@@ -1,21 +1,38 @@
-"""Uniform-score inverse search (ALGORITHM.md section 7): from the predicted
-destination at each candidate score, the minimum uniform score a student
-needs in every missing course to reach destination 1 or 2.
+"""Uniform-score inverse search (docs/algorithm.md, "Inverse search"): the
+minimum uniform score a student needs in every missing course to reach
+destination 1 (保研) or 2 (出国).
 
-The model work is batched by the engine; this module only reads the
-prediction grid ``pred[s]`` of one student and applies the legacy policies.
+Two halves: ``uniform_thresholds`` builds the candidate grid (every missing
+course at each score in ``[lo, hi]``), predicts it in bounded batches and
+hands each student's row of predicted destinations to ``search``, which
+applies the deployed system's policies to it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from . import features
+from .errors import PredictionCancelled
+from .plans import Plan
 
 # The deployed code hard-codes 90 as "unreachable" for destination 1 and as
 # the cost cut-off; these are not the configurable max_grade.
 CEILING = 90
 NAN = math.nan
+# Elements of one (students x candidates x plan rows) value block; bounds memory.
+BLOCK_ELEMENTS = 6_000_000
+
+PredictFn = Callable[[np.ndarray], np.ndarray]  # (batch, N_FEATURES) -> (batch, 3)
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -92,3 +109,53 @@ def search(pred: Sequence[int], lo: int, hi: int) -> Thresholds:
                 s1, policy1 = min(s2 + 10, CEILING), "fallback_force_s2_plus_10_cap90"
     return Thresholds(s1, s2, r1, r2, policy1, policy2, multi1, multi2, dominated,
                       bool(r1), bool(r2))
+
+
+def missing_courses(missing: np.ndarray, plan: Plan) -> list[list[str]]:
+    """``(n_students, n_rows)`` bool -> per student, the missing rows' course names.
+
+    A course listed twice in the plan is listed twice here, like the deployed code."""
+    names = [r.course for r in plan.rows]
+    return [[names[r] for r in np.flatnonzero(row)] for row in missing]
+
+
+def unknown_credits(missing: np.ndarray, layout: features.PlanLayout) -> np.ndarray:
+    """``(n_students, n_rows)`` bool -> ``(n_students,)`` credits still to earn (U).
+
+    Summed row by row in plan order, like the deployed ``sum()``, so the floats match."""
+    total = np.zeros(missing.shape[0])
+    for r in range(layout.n_rows):
+        total = np.where(missing[:, r], total + layout.credit[r], total)
+    return total
+
+
+def uniform_thresholds(values: np.ndarray, taken: np.ndarray, layout: features.PlanLayout,
+                       stats: Mapping[str, Sequence[float]], predict: PredictFn,
+                       lo: int, hi: int, cancel: CancelToken | None = None) -> list[Thresholds]:
+    """``(n_students, n_rows)`` grades and presence -> one ``Thresholds`` per student.
+
+    For each student with a missing row, every candidate score ``s`` in
+    ``[lo, hi]`` fills all missing rows at once; the ``(m * k, n_rows)``
+    grid (student-major, candidate-minor) goes through ``features.build``
+    and ``predict`` in blocks of at most ``BLOCK_ELEMENTS`` values, and the
+    argmax destinations ``(m, k)`` go to ``search``. A student with nothing
+    missing gets ``NO_MISSING``. ``cancel`` is checked between blocks.
+    """
+    n = values.shape[0]
+    out = [NO_MISSING] * n
+    need = np.flatnonzero((~taken).any(axis=1))
+    cand = np.arange(lo, hi + 1, dtype=float)
+    k = len(cand)
+    step = max(1, BLOCK_ELEMENTS // max(1, k * max(1, layout.n_rows)))
+    all_present = np.ones((1, layout.n_rows), dtype=bool)
+    for start in range(0, len(need), step):
+        if cancel is not None and cancel.is_set():
+            raise PredictionCancelled()
+        block = need[start:start + step]
+        grid = np.where(taken[block][:, None, :], values[block][:, None, :], cand[None, :, None])
+        grid = grid.reshape(len(block) * k, layout.n_rows)
+        x = features.build(grid, np.broadcast_to(all_present, grid.shape), layout, stats)
+        pred = (predict(x).argmax(axis=1) + 1).reshape(len(block), k)
+        for i, row in zip(block, pred.tolist(), strict=True):
+            out[i] = search(row, lo, hi)
+    return out

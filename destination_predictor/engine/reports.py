@@ -1,4 +1,4 @@
-"""The result workbooks (ALGORITHM.md sections 8-9) and their atomic writing.
+"""The result workbooks (docs/algorithm.md, "Outputs") and their atomic writing.
 
 Legacy sheets keep their exact columns because downstream importers insert
 every column of ``Predictions`` into database tables. Extra information
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,8 @@ import pandas as pd
 import xlsxwriter
 
 from .categories import BASE
-from .inverse import CEILING, Thresholds
+from .inverse import CEILING
+from .results import MajorResult
 
 CURRENT_COLUMNS: tuple[str, ...] = (
     "current_public", "current_practice", "current_math_science", "current_political",
@@ -33,35 +34,6 @@ THRESHOLD_COLUMNS: tuple[str, ...] = (
     "MultipleIntervalsFlag_2", "DominatedBy1",
 )
 REACH_TEXT = {True: "可达", False: "不可达", None: "无缺修课程"}
-
-
-@dataclass
-class MajorResult:
-    """Everything one major's workbook is built from (arrays row-aligned with ``sids``)."""
-
-    major: str
-    code: str
-    sids: list[str]
-    courses: list[str]                 # distinct required courses, plan order
-    required_rows: int                 # the ``count`` column
-    grade_counts: np.ndarray           # distinct courses with a grade
-    features: np.ndarray               # (n, 9) BASE order, imputed, unclipped
-    probs: np.ndarray                  # (n, 3)
-    taken: np.ndarray                  # (n, len(courses)) bool
-    missing: list[list[str]]           # missing plan rows' course names, per student
-    unknown_credits: np.ndarray        # U per student
-    thresholds: list[Thresholds] | None  # None when the search is off
-    min_grade: int
-    max_grade: int
-
-    @property
-    def pred(self) -> np.ndarray:
-        return self.probs.argmax(axis=1) + 1
-
-    def s_values(self, k: int) -> np.ndarray:
-        if self.thresholds is None:
-            return np.full(len(self.sids), np.nan)
-        return np.array([float(t.s1 if k == 1 else t.s2) for t in self.thresholds])
 
 
 def predictions_frame(r: MajorResult) -> pd.DataFrame:
@@ -188,3 +160,33 @@ def write_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> No
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
+                  prefix: str = "") -> list[Path]:
+    """Every major's workbook, then ``_All``; staged, then moved in: a failed run leaves nothing.
+
+    Returns the final paths in that order.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    try:
+        names: list[str] = []
+        pred_frames = []
+        for r in results:
+            sheets = major_sheets(r)
+            pred_frames.append((r.major, sheets[0][1]))
+            name = f"{prefix}Cohort{year}_Predictions_{r.code}.xlsx"
+            write_workbook(staging / name, sheets)
+            names.append(name)
+        all_name = f"{prefix}Cohort{year}_Predictions_All.xlsx"
+        write_workbook(staging / all_name, [("Sheet1", summary_frame(pred_frames))])
+        names.append(all_name)
+        final = []
+        for name in names:
+            target = out_dir / name
+            (staging / name).replace(target)
+            final.append(target)
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
