@@ -32,6 +32,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 TOKEN = "console-test-token-7f3a"
+# The console's native ES modules: index.html loads main.js, which imports the rest.
+CONSOLE_MODULES = ("main.js", "api.js", "dom.js", "format.js", "start.js", "tasks.js",
+                   "results.js", "monitor.js", "charts.js")
 
 needs_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 
@@ -88,11 +91,13 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Watched:
-    """A page plus every URL it requested and every script error it raised."""
+    """A page plus every URL it requested, every script error it raised and
+    every error it logged to the console (e.g. a module that failed to load)."""
 
     page: Any
     requests: list[str]
     errors: list[str]
+    console_errors: list[str]
 
 
 @contextlib.contextmanager
@@ -101,12 +106,14 @@ def _open(browser: Any) -> Iterator[Watched]:
                                   locale="zh-CN")
     requests: list[str] = []
     errors: list[str] = []
+    console_errors: list[str] = []
     context.on("request", lambda r: requests.append(r.url))
     page = context.new_page()
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("dialog", lambda d: d.accept())
     try:
-        yield Watched(page, requests, errors)
+        yield Watched(page, requests, errors, console_errors)
     finally:
         context.close()
 
@@ -162,6 +169,10 @@ def test_console_full_flow(server: LiveServer, watched: Watched, tmp_path: Path)
     expect = sync_api.expect
     expect(page.locator("#monitor-body .stat").first).to_be_visible()
     expect(page.locator("#task-list")).to_contain_text("暂无任务")
+    # Loaded as native ES modules (all of them, no other script) without a console error.
+    scripts = {u.rsplit("/", 1)[-1] for u in watched.requests if u.endswith(".js")}
+    assert (scripts == set(CONSOLE_MODULES) and not watched.console_errors
+            and page.locator("script[type='module']").count() == 1), (scripts, watched.console_errors)
     shot(page, "01-empty")
 
     # A wrong type is refused by the page itself.
@@ -339,7 +350,7 @@ def test_pages_are_served_with_a_strict_policy(client: Any) -> None:
         assert "异步任务控制台" in resp.get_data(as_text=True)
         csp = resp.headers["Content-Security-Policy"]
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp
-    for asset in ("console.js", "charts.js", "console.css"):
+    for asset in (*CONSOLE_MODULES, "console.css"):
         assert client.get(f"/console/static/{asset}").status_code == 200
 
 
@@ -399,6 +410,6 @@ def test_monitor_needs_the_token_but_the_page_does_not(app_config: dict[str, Any
         assert refused.get_json()["success"] is False and refused.get_json()["error"]
         assert c.get("/api/monitor", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
         assert c.get("/").status_code == 200  # the page itself asks for the token
-        assert c.get("/console/static/console.js").status_code == 200
+        assert c.get("/console/static/main.js").status_code == 200
     finally:
         application.extensions["predict"].shutdown(wait_s=10.0)

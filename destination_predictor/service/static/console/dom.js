@@ -1,0 +1,48 @@
+/*
+ * dom.js — small element helpers shared by every console module.
+ *
+ * Why: the page builds its markup by hand (no framework, no build step); these
+ * few helpers keep that short and uniform. They hold no state of their own.
+ *
+ * Exports: $ (element by id), h (create an element with attributes and
+ * children), clear (empty a node), showMessage / hideMessage (message boxes).
+ */
+
+export function $(id) { return document.getElementById(id); }
+
+function isAbsent(v) { return v === null || v === undefined || v === false; }
+
+function setAttr(node, k, v) {
+  if (isAbsent(v)) { return; }
+  if (k === "text") { node.textContent = String(v); }
+  else if (k === "className") { node.className = v; }
+  else if (k.slice(0, 2) === "on" && typeof v === "function") { node.addEventListener(k.slice(2), v); }
+  else { node.setAttribute(k, v === true ? "" : String(v)); }
+}
+
+function toNode(c) {
+  return typeof c === "string" || typeof c === "number" ? document.createTextNode(String(c)) : c;
+}
+
+/* h("div", {className: "x", text: "…"}, [child, "text", …]) */
+export function h(tag, attrs, children) {
+  const node = document.createElement(tag);
+  if (attrs) { Object.keys(attrs).forEach((k) => setAttr(node, k, attrs[k])); }
+  (children || []).forEach((c) => {
+    if (!isAbsent(c)) { node.appendChild(toNode(c)); }
+  });
+  return node;
+}
+
+export function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
+
+/* kind: "error" | "info" | "success" | "warn"; code: the API's error code, if any. */
+export function showMessage(node, kind, text, code) {
+  clear(node);
+  node.className = "message message-" + kind;
+  node.appendChild(document.createTextNode(text));
+  if (code) { node.appendChild(h("span", { className: "code", text: code })); }
+  node.hidden = false;
+}
+
+export function hideMessage(node) { node.hidden = true; clear(node); }

@@ -1,0 +1,193 @@
+/*
+ * start.js — the 启动预测任务 form: year/major choices, the file picker, upload.
+ *
+ * Why: starting a task is the page's one form. It loads the years and majors
+ * the service has plans for, checks the chosen file itself (type, size) only
+ * to save a pointless upload — the server repeats every check — and shows the
+ * API's own Chinese error when the server refuses.
+ *
+ * Exports: setupStartForm(state) (attach the form's listeners),
+ * loadMajors(state) (fill the year select from GET /api/majors).
+ */
+
+import { api } from "./api.js";
+import { $, clear, h, hideMessage, showMessage } from "./dom.js";
+import { formatBytes } from "./format.js";
+import { refreshMonitor } from "./monitor.js";
+import { refreshTasks } from "./tasks.js";
+
+const ALLOWED_EXT = Object.freeze([".xlsx", ".xls"]);
+const NO_FILE_TEXT = "未选择文件（也可以把文件拖到这里）";
+
+/* ---------- years and majors ---------------------------------------------------- */
+
+function majorNames(list) {
+  return (list || []).map((m) => {
+    if (typeof m === "string") { return { name: m, code: "" }; }
+    return { name: m.name || m.major || m.code, code: m.code || "" };
+  }).filter((m) => !!m.name);
+}
+
+/* /api/majors answers per year; accept the shapes a Flask service would use. */
+function normaliseMajors(data) {
+  const out = {};
+  if (Array.isArray(data)) {
+    data.forEach((item) => {
+      if (item && item.year !== undefined) { out[String(item.year)] = majorNames(item.majors); }
+    });
+    return out;
+  }
+  if (data && typeof data === "object") {
+    // {"years": [2024, ...], "majors": {"2024": [...]}} is this service's shape.
+    const keys = ["majors", "by_year", "years"];
+    for (let i = 0; i < keys.length; i++) {
+      const inner = data[keys[i]];
+      if (inner && typeof inner === "object" && !Array.isArray(inner)) { return normaliseMajors(inner); }
+      if (Array.isArray(inner) && inner.length && typeof inner[0] === "object") { return normaliseMajors(inner); }
+    }
+    Object.keys(data).forEach((k) => {
+      if (/^\d{4}$/.test(k) && Array.isArray(data[k])) { out[k] = majorNames(data[k]); }
+    });
+  }
+  return out;
+}
+
+function fillYears(state, yearSel) {
+  const years = Object.keys(state.majors).sort().reverse();
+  clear(yearSel);
+  if (!years.length) {
+    yearSel.appendChild(h("option", { value: "", text: "没有可用的培养方案" }));
+    return;
+  }
+  yearSel.appendChild(h("option", { value: "", text: "请选择年级" }));
+  years.forEach((y) => { yearSel.appendChild(h("option", { value: y, text: y + " 级" })); });
+  yearSel.disabled = false;
+  if (years.length === 1) { yearSel.value = years[0]; }
+  fillMajors(state);
+}
+
+export function loadMajors(state) {
+  const yearSel = $("year-select");
+  return api(state, "GET", "/api/majors").then((data) => {
+    state.majors = normaliseMajors(data);
+    fillYears(state, yearSel);
+  }).catch((f) => {
+    clear(yearSel);
+    yearSel.appendChild(h("option", { value: "", text: "无法加载年级" }));
+    showMessage($("start-message"), "error", "无法加载年级和专业列表：" + f.message, f.code);
+  });
+}
+
+function fillMajors(state) {
+  const year = $("year-select").value;
+  const majorSel = $("major-select");
+  clear(majorSel);
+  majorSel.appendChild(h("option", { value: "", text: "全部专业" }));
+  const list = (state.majors && state.majors[year]) || [];
+  list.forEach((m) => {
+    majorSel.appendChild(h("option", { value: m.name, text: m.code ? m.name + "（" + m.code + "）" : m.name }));
+  });
+  majorSel.disabled = !list.length;
+}
+
+/* ---------- the file --------------------------------------------------------------- */
+
+function extensionOf(name) {
+  const i = name.lastIndexOf(".");
+  return i < 0 ? "" : name.slice(i).toLowerCase();
+}
+
+/* The page's own checks; the server repeats them (and sniffs the content). */
+function checkFile(state, file) {
+  if (!file) { return "请选择要上传的成绩文件（.xlsx 或 .xls）"; }
+  const ext = extensionOf(file.name);
+  if (ALLOWED_EXT.indexOf(ext) < 0) {
+    return "文件类型不支持：" + file.name + "。只支持 .xlsx 或 .xls 格式的 Excel 文件";
+  }
+  if (file.size === 0) { return "所选文件是空的：" + file.name; }
+  if (state.maxUploadMb && file.size > state.maxUploadMb * 1024 * 1024) {
+    return "文件过大：" + formatBytes(file.size) + "，最大允许 " + state.maxUploadMb + " MB";
+  }
+  return null;
+}
+
+function showChosenFile(file) {
+  const name = $("file-name");
+  name.textContent = file ? file.name + "（" + formatBytes(file.size) + "）" : NO_FILE_TEXT;
+  name.title = file ? file.name : "";
+  name.className = "file-name " + (file ? "chosen" : "muted");
+}
+
+function onFileChange(state) {
+  const file = $("file-input").files[0];
+  const msg = $("start-message");
+  showChosenFile(file);
+  if (!file) { hideMessage(msg); return; }
+  const problem = checkFile(state, file);
+  if (problem) { showMessage(msg, "error", problem); } else { hideMessage(msg); }
+}
+
+/* Dropping a file on the picker is the same as choosing it. */
+function setupDrop(state) {
+  const zone = $("file-drop");
+  const input = $("file-input");
+  ["dragenter", "dragover"].forEach((type) => {
+    zone.addEventListener(type, (ev) => {
+      ev.preventDefault();
+      zone.classList.add("dragging");
+    });
+  });
+  ["dragleave", "drop"].forEach((type) => {
+    zone.addEventListener(type, () => { zone.classList.remove("dragging"); });
+  });
+  zone.addEventListener("drop", (ev) => {
+    ev.preventDefault();
+    if (!ev.dataTransfer || !ev.dataTransfer.files.length) { return; }
+    try { input.files = ev.dataTransfer.files; } catch (e) { return; }
+    onFileChange(state);
+  });
+}
+
+/* ---------- submit ------------------------------------------------------------------ */
+
+function startForm(file, year) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("year", year);
+  const major = $("major-select").value;
+  if (major) { form.append("major", major); }
+  const priority = $("priority-select").value;
+  if (priority && priority !== "normal") { form.append("priority", priority); }
+  return form;
+}
+
+function onStart(state, ev) {
+  ev.preventDefault();
+  const msg = $("start-message");
+  const button = $("start-button");
+  const file = $("file-input").files[0];
+  const problem = checkFile(state, file);
+  if (problem) { showMessage(msg, "error", problem); return; }
+  const year = $("year-select").value;
+  if (!year) { showMessage(msg, "error", "请选择年级"); return; }
+  const form = startForm(file, year);
+  button.disabled = true;
+  showMessage(msg, "info", "正在上传 " + file.name + " …");
+  api(state, "POST", "/api/task/start", { body: form }).then((data) => {
+    showMessage(msg, "success", (data && data.message ? data.message : "预测任务已启动") +
+      "（任务编号 " + (data && data.task_id ? data.task_id.slice(0, 8) : "") + "）");
+    $("file-input").value = "";
+    showChosenFile(null);
+    refreshTasks(state);
+    refreshMonitor(state);
+  }).catch((f) => {
+    showMessage(msg, "error", "任务未启动：" + f.message, f.code);
+  }).then(() => { button.disabled = false; });
+}
+
+export function setupStartForm(state) {
+  $("start-form").addEventListener("submit", (ev) => onStart(state, ev));
+  $("file-input").addEventListener("change", () => onFileChange(state));
+  setupDrop(state);
+  $("year-select").addEventListener("change", () => fillMajors(state));
+}
