@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end check of a running prediction service; see destination_predictor/apicheck.py.
+"""End-to-end check of a running prediction service; see destination_predictor/client/apicheck.py.
 
     python test-async-api.py --base-url http://HOST:8080 [--token T] [--year 2024] [--file X]
 """

@@ -156,8 +156,8 @@ class FakeRunner:
 @pytest.fixture
 def fake_app(app_config: dict[str, Any]) -> Iterator[tuple[Flask, FakeRunner]]:
     runner = FakeRunner()
-    app_config.update(RUNNER=runner, PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=3)
-    application = create_app(app_config)
+    app_config.update(PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=3)
+    application = create_app(app_config, runner=runner)
     yield application, runner
     runner.release.set()
     application.extensions["predict"].shutdown(wait_s=10)
@@ -304,7 +304,7 @@ def test_engine_refusal_becomes_a_failed_task(client: FlaskClient) -> None:
     assert data["error"] and data["error_code"] and data["error_code"] != "INTERNAL_ERROR"
     assert data["result_files"] == []
     tid = data["id"]
-    assert_error(client.get(f"/api/task/result/{tid}/x.xlsx"), 400, "TASK_FAILED")
+    assert_error(client.get(f"/api/task/result/{tid}/x.xlsx"), 409, "TASK_FAILED")
 
 
 # --- refused starts: nothing written --------------------------------------------------
@@ -488,8 +488,8 @@ def test_queue_full_is_503_and_keeps_nothing(fake_app: tuple[Flask, FakeRunner])
 
 def test_high_priority_first_then_fifo(app_config: dict[str, Any]) -> None:
     runner = FakeRunner()
-    app_config.update(RUNNER=runner, PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=10)
-    application = create_app(app_config)
+    app_config.update(PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=10)
+    application = create_app(app_config, runner=runner)
     try:
         c = application.test_client()
         blocker = start(c, tiny_xlsx()).json["data"]["task_id"]
@@ -530,7 +530,7 @@ def test_cancel_pending_running_and_finished(fake_app: tuple[Flask, FakeRunner])
     assert pending not in runner.started
 
     assert_error(c.post(f"/api/task/{running}/cancel"), 409, "TASK_FINISHED")
-    assert_error(c.get(f"/api/task/result/{running}/x.xlsx"), 400, "TASK_FAILED")
+    assert_error(c.get(f"/api/task/result/{running}/x.xlsx"), 409, "TASK_FAILED")
 
 
 def test_progress_never_goes_back(fake_app: tuple[Flask, FakeRunner]) -> None:
@@ -549,8 +549,8 @@ def test_progress_never_goes_back(fake_app: tuple[Flask, FakeRunner]) -> None:
 
 def test_time_limit_fails_the_task(app_config: dict[str, Any]) -> None:
     runner = FakeRunner()
-    app_config.update(RUNNER=runner, PREDICT_TASK_TIMEOUT_S=0.3)
-    application = create_app(app_config)
+    app_config.update(PREDICT_TASK_TIMEOUT_S=0.3)
+    application = create_app(app_config, runner=runner)
     try:
         c = application.test_client()
         tid = start(c, tiny_xlsx()).json["data"]["task_id"]
@@ -619,8 +619,8 @@ def test_cleaner_never_touches_active_tasks(fake_app: tuple[Flask, FakeRunner]) 
 
 def test_recovery_requeues_unfinished_tasks(app_config: dict[str, Any]) -> None:
     held = FakeRunner()
-    app_config.update(RUNNER=held, PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=10)
-    first = create_app(app_config)
+    app_config.update(PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=10)
+    first = create_app(app_config, runner=held)
     c = first.test_client()
     ids = [start(c, tiny_xlsx(), priority=p).json["data"]["task_id"]
            for p in ("normal", "normal", "high")]
@@ -633,8 +633,7 @@ def test_recovery_requeues_unfinished_tasks(app_config: dict[str, Any]) -> None:
     assert [states[i] for i in ids] == ["running", "pending", "pending"]
 
     fresh = FakeRunner(hold=False)
-    app_config["RUNNER"] = fresh
-    second = create_app(app_config)
+    second = create_app(app_config, runner=fresh)
     try:
         c = second.test_client()
         for t in ids:
@@ -652,8 +651,8 @@ def test_recovery_requeues_unfinished_tasks(app_config: dict[str, Any]) -> None:
 
 def test_recovery_fails_tasks_it_cannot_run(app_config: dict[str, Any]) -> None:
     held = FakeRunner()
-    app_config.update(RUNNER=held, PREDICT_MAX_WORKERS=1)
-    first = create_app(app_config)
+    app_config.update(PREDICT_MAX_WORKERS=1)
+    first = create_app(app_config, runner=held)
     c = first.test_client()
     a = start(c, tiny_xlsx()).json["data"]["task_id"]
     b = start(c, tiny_xlsx()).json["data"]["task_id"]
@@ -667,8 +666,7 @@ def test_recovery_fails_tasks_it_cannot_run(app_config: dict[str, Any]) -> None:
     store.close()
     (Path(app_config["PREDICT_DATA_DIR"]) / "uploads" / upload_b).unlink()
 
-    app_config["RUNNER"] = FakeRunner(hold=False)
-    second = create_app(app_config)
+    second = create_app(app_config, runner=FakeRunner(hold=False))
     try:
         c = second.test_client()
         da = c.get(f"/api/task/status/{a}").json["data"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask
 
-from ..engine.errors import PredictionError
+from ..engine import PredictionError
 from . import auth, console, import_routes, responses, routes
 from .cache import ResultCache
 from .cleaner import Cleaner
@@ -32,16 +32,16 @@ from .store import TaskStore
 _FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None = None) -> Flask:
     """Build the service. ``config`` overrides ``PREDICT_*`` environment
-    settings (same names) and may carry Flask keys such as ``TESTING``; the
-    key ``RUNNER`` injects a job runner (tests use a controllable fake)."""
+    settings (same names) and may carry Flask keys such as ``TESTING``;
+    ``runner`` replaces the job runner (tests use a controllable fake)."""
     config = dict(config or {})
     settings = load_settings({k: v for k, v in config.items() if k in SETTING_NAMES})
     settings.ensure_dirs()
 
     app = Flask(__name__)
-    app.config.update({k: v for k, v in config.items() if k not in SETTING_NAMES and k != "RUNNER"})
+    app.config.update({k: v for k, v in config.items() if k not in SETTING_NAMES})
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + _FORM_OVERHEAD_BYTES
     app.config["PREDICT_MAX_UPLOAD_MB"] = settings.max_upload_mb
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
@@ -53,8 +53,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                                         settings.category_map, logger)
 
     store = TaskStore(settings.db_path)
-    runner: Runner = config.get("RUNNER") or _make_runner(settings, engine)
-    cache = ResultCache(store, settings.results_dir)
+    runner = runner or _make_runner(settings, engine)
+    cache = ResultCache(store, settings.results_dir, logger)
     executor = TaskExecutor(
         store, runner, cache, uploads_dir=settings.uploads_dir,
         results_dir=settings.results_dir, max_workers=settings.max_workers,

@@ -12,7 +12,7 @@ import hmac
 
 from flask import Flask, request
 
-from .responses import ApiError
+from .errors import ServiceError
 
 
 def presented_token() -> str | None:
@@ -41,8 +41,8 @@ def init_app(app: Flask, token: str | None) -> None:
             return
         presented = presented_token()
         if presented is None:
-            raise ApiError(401, "UNAUTHORIZED", "缺少访问令牌（Authorization: Bearer 或 X-API-Key）",
+            raise ServiceError("UNAUTHORIZED", "缺少访问令牌（Authorization: Bearer 或 X-API-Key）",
                            {"WWW-Authenticate": 'Bearer realm="predict"'})
         if not token_matches(presented, token):
-            raise ApiError(401, "INVALID_TOKEN", "访问令牌无效",
+            raise ServiceError("INVALID_TOKEN", "访问令牌无效",
                            {"WWW-Authenticate": 'Bearer realm="predict", error="invalid_token"'})

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .logging_setup import log_event
 from .store import TaskStore
-from .task import Task
+from .task import InvalidTransition, Task, complete
 
 
 def cache_key(file_sha256: str, year: int, major: str | None, config: dict[str, Any],
@@ -30,9 +34,38 @@ def cache_key(file_sha256: str, year: int, major: str | None, config: dict[str, 
 
 
 class ResultCache:
-    def __init__(self, store: TaskStore, results_dir: Path) -> None:
+    def __init__(self, store: TaskStore, results_dir: Path, logger: logging.Logger,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.results_dir = results_dir
+        self.log = logger
+        self.clock = clock
+
+    def complete_from_cache(self, task: Task) -> Task | None:
+        """Complete ``task`` with an identical task's results, if there is one.
+
+        Used when a task is accepted and again when it leaves the queue (the
+        twin may have finished while it waited). Returns the completed task,
+        or None when there is nothing to reuse -- or when the task was
+        cancelled meanwhile (its copies are removed; the caller does nothing).
+        """
+        source = self.find(task)
+        if source is None:
+            return None
+        files = self.copy_results(source, task.id)
+        if files is None:
+            return None
+        try:
+            done = self.store.update(task.id, lambda t: complete(
+                t, self.clock(), files, source.summary, list(source.warnings),
+                cached_from=source.id, model_version=source.model_version))
+        except InvalidTransition:
+            for name in files:
+                (self.results_dir / name).unlink(missing_ok=True)
+            return None
+        log_event(self.log, "task.completed", task.id, cached_from=source.id, files=len(files),
+                  duration_s=0)
+        return done
 
     def find(self, task: Task) -> Task | None:
         """A completed, unexpired twin whose files are all still on disk."""

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import task as T
 from .logging_setup import log_event
 from .store import TaskStore
+from .task import Task, expire
 
 # Half-written uploads in the staging dir are abandoned after this long.
 STAGING_MAX_AGE_S = 3600.0
@@ -75,7 +75,7 @@ class Cleaner:
                 continue
             if task.finished_at is not None and task.finished_at < cutoff:
                 report.removed_files += self._remove_task_files(task)
-                self.store.update(task.id, lambda t: T.expire(t, now))
+                self.store.update(task.id, lambda t: expire(t, now))
                 report.expired_tasks += 1
                 log_event(self.log, "task.expired", task.id)
             else:
@@ -93,7 +93,7 @@ class Cleaner:
     def _task_results(self, task_id: str) -> set[str]:
         return {p.name for p in self.results_dir.glob(f"{task_id}_*")}
 
-    def _remove_task_files(self, task: T.Task) -> int:
+    def _remove_task_files(self, task: Task) -> int:
         removed = 0
         targets = [self.uploads_dir / task.upload_name]
         targets += [self.results_dir / name for name in task.result_files]

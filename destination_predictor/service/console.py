@@ -15,9 +15,6 @@ envelope (``responses.ok``) and the same token check (``auth``'s app-wide
 
 from __future__ import annotations
 
-import os
-import re
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -25,9 +22,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, send_from_directory
 
-from . import task as T
-from .manager import EXTENSION_KEY, TaskManager
+from .import_routes import bp as import_bp
+from .manager import TaskManager, current_manager
 from .responses import ok
+from .task import RUNNING, Task, TaskState
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "console"
 
@@ -44,16 +42,6 @@ CONTENT_SECURITY_POLICY = (
 
 RECENT_TASKS = 10
 RECENT_FAILURES = 5
-# Walking uploads/ and results/ on every 5-second refresh of every open page
-# would be wasted work; sizes a few seconds old are good enough for a panel.
-DISK_CACHE_S = 2.0
-
-_IMPORT_RULE = re.compile(r"^/api/task/<[^>]+>/import$")
-_disk_lock = threading.Lock()
-
-
-def _manager() -> TaskManager:
-    return current_app.extensions[EXTENSION_KEY]
 
 
 def _page() -> Response:
@@ -78,7 +66,7 @@ def legacy_path() -> Response:
 
 @bp.get("/api/monitor")
 def monitor() -> tuple[Response, int]:
-    return ok(monitor_snapshot(_manager()))
+    return ok(monitor_snapshot(current_manager()))
 
 
 def monitor_snapshot(manager: TaskManager) -> dict[str, Any]:
@@ -87,8 +75,8 @@ def monitor_snapshot(manager: TaskManager) -> dict[str, Any]:
     health = manager.health()
     settings = manager.settings
     recent = manager.store.newest(None, RECENT_TASKS)
-    failures = manager.store.newest(T.FAILED, RECENT_FAILURES)
-    disk = dict(_disk_usage(settings.uploads_dir, settings.results_dir))
+    failures = manager.store.newest(TaskState.from_wire("failed"), RECENT_FAILURES)
+    disk = dict(manager.disk_usage())
     disk["free_bytes"] = health.get("free_disk_bytes")
     return {
         "status": health.get("status"),
@@ -119,14 +107,11 @@ def monitor_snapshot(manager: TaskManager) -> dict[str, Any]:
 
 
 def import_enabled() -> bool:
-    """The 导入数据库 button is shown only when it can work: the import route is
-    registered in this app and ``PREDICT_DATABASE_URL`` names a database the
+    """The 导入数据库 button is shown only when it can work: the import blueprint
+    is registered in this app and ``PREDICT_DATABASE_URL`` names a database the
     importer accepts (same rule as its ``GET /api/import/config``)."""
-    settings = _manager().settings
-    if not settings.database_url:
-        return False
-    if not any(_IMPORT_RULE.match(rule.rule) and "POST" in (rule.methods or ())
-               for rule in current_app.url_map.iter_rules()):
+    settings = current_manager().settings
+    if not settings.database_url or import_bp.name not in current_app.blueprints:
         return False
     # Imported only here: the importer pulls in SQLAlchemy, and it is only
     # relevant when its route is registered.
@@ -139,21 +124,21 @@ def import_enabled() -> bool:
     return True
 
 
-def _recent(task: T.Task) -> dict[str, Any]:
+def _recent(task: Task) -> dict[str, Any]:
     wait = None
     if task.started_at is not None:
         wait = round(max(0.0, task.started_at - task.created_at), 3)
     duration = None
     if task.started_at is not None and task.finished_at is not None:
         duration = round(task.finished_at - task.started_at, 3)
-    elif task.started_at is not None and task.status == T.RUNNING:
+    elif task.started_at is not None and task.status is RUNNING:
         duration = round(time.time() - task.started_at, 3)
     return {
         "id": task.id,
         "file_name": task.file_name,
         "year": task.year,
         "major": task.major,
-        "status": task.status,
+        "status": task.status.wire,
         "progress": task.progress,
         "created_at": _iso(task.created_at),
         "finished_at": _iso(task.finished_at),
@@ -164,7 +149,7 @@ def _recent(task: T.Task) -> dict[str, Any]:
     }
 
 
-def _failure(task: T.Task) -> dict[str, Any]:
+def _failure(task: Task) -> dict[str, Any]:
     return {
         "id": task.id,
         "file_name": task.file_name,
@@ -180,32 +165,3 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
-
-
-def _disk_usage(uploads_dir: Path, results_dir: Path) -> dict[str, int]:
-    cache: dict[str, Any] = current_app.extensions.setdefault("console.disk", {})
-    with _disk_lock:
-        if cache and time.monotonic() - cache["at"] < DISK_CACHE_S:
-            return cache["value"]
-        up_bytes, up_files = _dir_size(uploads_dir)
-        res_bytes, res_files = _dir_size(results_dir)
-        value = {"uploads_bytes": up_bytes, "uploads_files": up_files,
-                 "results_bytes": res_bytes, "results_files": res_files}
-        cache.update(at=time.monotonic(), value=value)
-        return value
-
-
-def _dir_size(root: Path) -> tuple[int, int]:
-    """Bytes and regular files under ``root``; files vanishing meanwhile
-    (the cleaner runs concurrently) are simply not counted."""
-    total = 0
-    count = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
-            except OSError:
-                continue
-            total += st.st_size
-            count += 1
-    return total, count

@@ -17,11 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..engine.errors import PredictionCancelled, PredictionError
-from . import task as T
 from .cache import ResultCache
 from .logging_setup import log_event
 from .runner import JobCrashed, JobSpec, Runner, TaskTimedOut
 from .store import TaskNotFound, TaskStore
+from .task import (
+    PENDING,
+    InvalidTransition,
+    Task,
+    cancel,
+    complete,
+    fail,
+    report_progress,
+    request_cancel,
+    start,
+)
 
 _RANK = {"high": 0, "normal": 1}
 
@@ -84,7 +94,7 @@ class TaskExecutor:
         idle = self.max_workers - self._busy
         return len(self._heap) + 1 - max(idle, 0) <= self.max_pending
 
-    def submit(self, task: T.Task, *, force: bool = False) -> None:
+    def submit(self, task: Task, *, force: bool = False) -> None:
         """Queue a pending task; ``force`` (recovery) never refuses a task
         that had already been accepted before a restart."""
         with self._cond:
@@ -111,7 +121,7 @@ class TaskExecutor:
         with self._cond:
             return len(self._running)
 
-    def cancel(self, task_id: str) -> T.Task:
+    def cancel(self, task_id: str) -> Task:
         """A pending task is failed as cancelled at once; a running one is
         asked to stop and becomes failed when the engine reaches its next step."""
         with self._cond:
@@ -119,32 +129,32 @@ class TaskExecutor:
             if queued:
                 self._heap = [e for e in self._heap if e[2] != task_id]
                 heapq.heapify(self._heap)
-                task = self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+                task = self.store.update(task_id, lambda t: cancel(t, self.clock()))
                 log_event(self.log, "task.cancelled", task_id, was="pending")
                 return task
             running = self._running.get(task_id)
             if running is not None:
                 running.cancel.set()
                 current = self.store.get(task_id)
-                if current is not None and current.status == T.PENDING:
+                if current is not None and current.status == PENDING:
                     # Taken from the queue but not started yet: it will not start.
-                    task = self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+                    task = self.store.update(task_id, lambda t: cancel(t, self.clock()))
                     log_event(self.log, "task.cancelled", task_id, was="pending")
                     return task
                 try:
-                    task = self.store.update(task_id, T.request_cancel)
-                except T.InvalidTransition:
+                    task = self.store.update(task_id, request_cancel)
+                except InvalidTransition:
                     raise NotCancellable(task_id) from None  # finished a moment ago
                 log_event(self.log, "task.cancel_requested", task_id)
                 return task
         task = self.store.get(task_id)
         if task is None:
             raise TaskNotFound(task_id)
-        if task.status == T.PENDING:
+        if task.status == PENDING:
             # Accepted but not queued yet (between creation and submit): cancel directly.
             try:
-                return self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
-            except T.InvalidTransition:
+                return self.store.update(task_id, lambda t: cancel(t, self.clock()))
+            except InvalidTransition:
                 raise NotCancellable(task_id) from None
         raise NotCancellable(task_id)
 
@@ -190,13 +200,13 @@ class TaskExecutor:
 
     def _execute(self, task_id: str, control: _Running) -> None:
         task = self.store.get(task_id)
-        if task is None or task.status != T.PENDING:
+        if task is None or task.status != PENDING:
             return  # cancelled (or deleted) while waiting
-        if self._complete_from_cache(task):
-            return
+        if self.cache.complete_from_cache(task) is not None:
+            return  # identical work finished while this task waited
         try:
-            task = self.store.update(task_id, lambda t: T.start(t, self.clock()))
-        except T.InvalidTransition:
+            task = self.store.update(task_id, lambda t: start(t, self.clock()))
+        except InvalidTransition:
             return  # cancelled between leaving the queue and starting
         log_event(self.log, "task.started", task_id, attempt=task.attempts, year=task.year,
                   major=task.major, priority=task.priority)
@@ -209,8 +219,8 @@ class TaskExecutor:
 
         def progress(pct: int, message: str) -> None:
             try:
-                new = self.store.update(task_id, lambda t: T.report_progress(t, pct, message))
-            except T.InvalidTransition:
+                new = self.store.update(task_id, lambda t: report_progress(t, pct, message))
+            except InvalidTransition:
                 return  # a late message after the task ended
             if message and message != last_message[0]:
                 last_message[0] = message
@@ -223,14 +233,14 @@ class TaskExecutor:
                 log_event(self.log, "task.abandoned", task_id, reason="shutdown")
                 return
             self._remove_results(task_id)
-            self.store.update(task_id, lambda t: T.cancel(t, self.clock()))
+            self.store.update(task_id, lambda t: cancel(t, self.clock()))
             log_event(self.log, "task.cancelled", task_id, was="running",
                       duration_s=round(time.monotonic() - started, 3))
             return
         except TaskTimedOut:
             self._remove_results(task_id)
             message = f"任务超时：运行超过 {self.timeout_s:g} 秒，已终止"
-            self.store.update(task_id, lambda t: T.fail(t, self.clock(), "TIMEOUT", message))
+            self.store.update(task_id, lambda t: fail(t, self.clock(), "TIMEOUT", message))
             log_event(self.log, "task.failed", task_id, logging.WARNING, code="TIMEOUT",
                       duration_s=round(time.monotonic() - started, 3))
             return
@@ -239,7 +249,7 @@ class TaskExecutor:
                 return
             code, reason = exc.code, exc.message
             self._remove_results(task_id)
-            self.store.update(task_id, lambda t: T.fail(t, self.clock(), code, reason))
+            self.store.update(task_id, lambda t: fail(t, self.clock(), code, reason))
             log_event(self.log, "task.failed", task_id, logging.WARNING, code=code,
                       reason=reason, duration_s=round(time.monotonic() - started, 3))
             return
@@ -249,35 +259,17 @@ class TaskExecutor:
                 return
             self._remove_results(task_id)
             log_event(self.log, "task.crashed", task_id, logging.ERROR, detail=str(exc))
-            self.store.update(task_id, lambda t: T.fail(
+            self.store.update(task_id, lambda t: fail(
                 t, self.clock(), "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"))
             return
         version = self.model_version()
-        self.store.update(task_id, lambda t: T.complete(
+        self.store.update(task_id, lambda t: complete(
             t, self.clock(), outcome.files, outcome.summary, outcome.warnings,
             model_version=version))
         log_event(self.log, "task.completed", task_id, files=len(outcome.files),
                   students=outcome.summary.get("students"),
                   warnings=len(outcome.warnings),
                   duration_s=round(time.monotonic() - started, 3))
-
-    def _complete_from_cache(self, task: T.Task) -> bool:
-        """Identical work finished while this task waited: reuse it."""
-        source = self.cache.find(task)
-        if source is None:
-            return False
-        files = self.cache.copy_results(source, task.id)
-        if files is None:
-            return False
-        try:
-            self.store.update(task.id, lambda t: T.complete(
-                t, self.clock(), files, source.summary, list(source.warnings),
-                cached_from=source.id, model_version=source.model_version))
-        except T.InvalidTransition:
-            self._remove_results(task.id)  # cancelled meanwhile
-            return True
-        log_event(self.log, "task.completed", task.id, cached_from=source.id, files=len(files))
-        return True
 
     def _remove_results(self, task_id: str) -> None:
         """A failed or cancelled run leaves no half set of files behind."""
@@ -286,7 +278,7 @@ class TaskExecutor:
 
     def _fail_quietly(self, task_id: str, code: str, message: str) -> None:
         try:
-            self.store.update(task_id, lambda t: T.fail(t, self.clock(), code, message))
-        except (T.InvalidTransition, TaskNotFound):
+            self.store.update(task_id, lambda t: fail(t, self.clock(), code, message))
+        except (InvalidTransition, TaskNotFound):
             pass  # already finished or gone; the error itself is logged by the caller
         self._remove_results(task_id)

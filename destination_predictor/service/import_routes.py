@@ -36,34 +36,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from ..engine.majors import major_codes
 from ..importer import ImportRefused, ImportReport, import_results, resolve_database_url
-from . import task as T
+from .errors import ServiceError
 from .logging_setup import log_event
-from .manager import EXTENSION_KEY, TaskManager
-from .responses import ApiError, ok
+from .manager import current_manager
+from .responses import ok
+from .task import Task
 
 bp = Blueprint("db_import", __name__, url_prefix="/api")
 
 _NOT_CONFIGURED = "服务未配置数据库（PREDICT_DATABASE_URL），无法导入"
 
-# Refusal code of the importer -> HTTP status; anything else is 422.
-_STATUS_BY_CODE: dict[str, int] = {
-    "RESULT_FILE_MISSING": 410,
-    "FILE_NOT_FOUND": 410,
-    "DATABASE_UNREACHABLE": 503,
-    "BAD_DATABASE_URL": 503,
-    "UNSUPPORTED_DATABASE": 503,
-    "DATABASE_WRITE_FAILED": 500,
-    "VERIFY_FAILED": 500,
-}
 _CONFIG_CODES = ("BAD_DATABASE_URL", "UNSUPPORTED_DATABASE")
-
-
-def _manager() -> TaskManager:
-    return current_app.extensions[EXTENSION_KEY]
 
 
 def _backend(url: str | None, data_dir: Path) -> str | None:
@@ -82,18 +69,6 @@ def _wants_grades() -> bool:
     return request.args.get("grades", "").lower() in ("1", "true", "yes")
 
 
-def _checked_task(mgr: TaskManager, task_id: str) -> T.Task:
-    task = mgr.get(task_id)  # 400 for a malformed id, 404 for an unknown one
-    if task.expired:
-        raise ApiError(410, "TASK_EXPIRED", "任务结果已超过保留期限并被清理，无法导入，请重新提交")
-    if task.status == T.FAILED:
-        raise ApiError(409, "TASK_FAILED", "任务执行失败，没有可导入的结果")
-    if task.status != T.COMPLETED:
-        raise ApiError(409, "TASK_NOT_COMPLETED",
-                       f"任务尚未完成（状态 {task.status}），完成后才能导入数据库")
-    return task
-
-
 def _result_paths(results_dir: Path, names: tuple[str, ...]) -> list[Path]:
     """Only names recorded on the task, and only directly inside the results dir."""
     base = results_dir.resolve()
@@ -101,12 +76,12 @@ def _result_paths(results_dir: Path, names: tuple[str, ...]) -> list[Path]:
     for name in names:
         path = (base / name).resolve()
         if path.parent != base:
-            raise ApiError(422, "BAD_RESULT_FILE", "任务记录的结果文件名无效，无法导入")
+            raise ServiceError("BAD_RESULT_FILE", "任务记录的结果文件名无效，无法导入")
         paths.append(path)
     return paths
 
 
-def _payload(task: T.Task, report: ImportReport, backend: str | None) -> dict[str, Any]:
+def _payload(task: Task, report: ImportReport, backend: str | None) -> dict[str, Any]:
     majors = [{
         "major": t.major, "code": t.code, "year": t.year, "table": t.table, "rows": t.rows,
         "replaced": t.replaced, "created": t.created, "added_columns": t.added_columns,
@@ -123,17 +98,17 @@ def _payload(task: T.Task, report: ImportReport, backend: str | None) -> dict[st
 
 @bp.post("/task/<task_id>/import")
 def import_task(task_id: str) -> tuple[Response, int]:
-    mgr = _manager()
+    mgr = current_manager()
     settings = mgr.settings
     url = settings.database_url
     if not url:
-        raise ApiError(503, "IMPORT_NOT_CONFIGURED", _NOT_CONFIGURED)
-    task = _checked_task(mgr, task_id)
+        raise ServiceError("IMPORT_NOT_CONFIGURED", _NOT_CONFIGURED)
+    task = mgr.completed(task_id, purpose="导入")
     grades = _wants_grades()
     files = _result_paths(settings.results_dir, task.result_files)
     grades_file = settings.uploads_dir / task.upload_name if grades else None
     if grades_file is not None and not grades_file.is_file():
-        raise ApiError(410, "UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩")
+        raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩")
     codes = major_codes(settings.plans_dir)
     started = time.monotonic()
     try:
@@ -145,8 +120,10 @@ def import_task(task_id: str) -> tuple[Response, int]:
         log_event(mgr.log, "task.import_refused", task.id, logging.WARNING, code=exc.code,
                   reason=exc.message)
         if exc.code in _CONFIG_CODES:
-            raise ApiError(503, "IMPORT_NOT_CONFIGURED", f"{_NOT_CONFIGURED}：{exc.message}") from None
-        raise ApiError(_STATUS_BY_CODE.get(exc.code, 422), exc.code, exc.message) from None
+            raise ServiceError("IMPORT_NOT_CONFIGURED", f"{_NOT_CONFIGURED}：{exc.message}") from None
+        if exc.code == "FILE_NOT_FOUND":  # the grade workbook went away while importing
+            raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩") from None
+        raise  # its code decides the status (errors.HTTP_STATUS), like every refusal
     log_event(mgr.log, "task.imported", task.id, database=report.database,
               tables=",".join(t.table for t in report.majors), rows=report.total_rows,
               grades=report.grades.rows if report.grades else None,
@@ -157,6 +134,6 @@ def import_task(task_id: str) -> tuple[Response, int]:
 @bp.get("/import/config")
 def import_config() -> tuple[Response, int]:
     """Lets the console decide whether to show the "导入数据库" button."""
-    settings = _manager().settings
+    settings = current_manager().settings
     backend = _backend(settings.database_url, settings.data_dir)
     return ok({"enabled": backend is not None, "backend": backend})

@@ -1,9 +1,9 @@
 """What the views call: one method per thing a client can ask for.
 
 Holds the pieces built by ``create_app`` (engine, store, executor, cache,
-cleaner) and is reached through ``current_app.extensions["predict"]``, never
-through a module global. Refusals are raised as ``ApiError`` with the status
-and Chinese message the HTTP contract prescribes.
+cleaner) and is reached through ``current_manager()``, never through a module
+global. Refusals are raised as ``ServiceError`` (code + Chinese message); the
+HTTP status comes from ``errors.HTTP_STATUS``, not from here.
 """
 
 from __future__ import annotations
@@ -12,24 +12,45 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from flask import current_app
+
 from .. import __version__
-from . import task as T
 from .cache import ResultCache, cache_key
 from .cleaner import Cleaner
+from .errors import ServiceError
 from .executor import NotCancellable, QueueFull, TaskExecutor
 from .logging_setup import close_logger, log_event
-from .responses import ApiError
 from .settings import Settings
 from .store import TaskNotFound, TaskStore
+from .task import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    WIRE_STATUSES,
+    Task,
+    TaskState,
+    is_valid_task_id,
+    new_task_id,
+)
 from .uploads import UploadRejected, save_upload
 
 EXTENSION_KEY = "predict"
+# Walking uploads/ and results/ on every refresh of every open console would
+# be wasted work; sizes a few seconds old are good enough for a panel.
+DISK_USAGE_CACHE_S = 2.0
+
+
+def current_manager() -> TaskManager:
+    """The task manager of the app handling the current request (the one accessor)."""
+    return current_app.extensions[EXTENSION_KEY]
 
 
 class TaskManager:
@@ -48,12 +69,14 @@ class TaskManager:
         self.clock = clock
         self.started_at = clock()
         self._closed = False
+        self._disk_lock = threading.Lock()
+        self._disk_usage: tuple[float, dict[str, int]] | None = None
 
     # --- engine facts -------------------------------------------------------
 
     def _engine(self) -> Any:
         if self.engine is None:
-            raise ApiError(503, "MODEL_UNAVAILABLE", "预测模型未能加载，服务暂时无法预测，请联系管理员")
+            raise ServiceError("MODEL_UNAVAILABLE", "预测模型未能加载，服务暂时无法预测，请联系管理员")
         return self.engine
 
     def majors(self) -> dict[int, list[dict[str, str]]]:
@@ -61,22 +84,12 @@ class TaskManager:
 
     def resolve_major(self, year: int, major: str | None) -> str | None:
         """The plan name for ``major`` (a name or a file code) in ``year``."""
-        by_year = self.majors()
-        if year not in by_year:
-            known = "、".join(str(y) for y in sorted(by_year)) or "无"
-            raise ApiError(400, "UNKNOWN_YEAR", f"没有 {year} 级的培养方案（可选年级：{known}）")
-        if major is None:
-            return None
-        for entry in by_year[year]:
-            if major in (entry["name"], entry["code"]):
-                return entry["name"]
-        names = "、".join(e["name"] for e in by_year[year])
-        raise ApiError(400, "UNKNOWN_MAJOR", f"{year} 级没有专业“{major}”的培养方案（可选：{names}）")
+        return self._engine().resolve_major(year, major)
 
     # --- tasks --------------------------------------------------------------
 
     def start_task(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,
-                   config: dict[str, Any], priority: str) -> T.Task:
+                   config: dict[str, Any], priority: str) -> Task:
         engine = self._engine()
         major = self.resolve_major(year, major)
         if not self.executor.has_room():
@@ -90,10 +103,10 @@ class TaskManager:
         except UploadRejected as exc:
             log_event(self.log, "upload.rejected", None, logging.WARNING, code=exc.code,
                       file=filename)
-            raise ApiError(exc.http_status, exc.code, exc.message) from None
+            raise
         version = engine.model_version
-        task = T.Task(
-            id=T.new_task_id(), seq=self.store.next_seq(), year=year, major=major,
+        task = Task(
+            id=new_task_id(), seq=self.store.next_seq(), year=year, major=major,
             file_name=saved.original_name, upload_name=saved.stored_name,
             file_sha256=saved.sha256, config=config, priority=priority,
             cache_key=cache_key(saved.sha256, year, major, config, version),
@@ -101,16 +114,9 @@ class TaskManager:
         self.store.add(task)
         log_event(self.log, "task.created", task.id, year=year, major=major, priority=priority,
                   file=saved.original_name, upload=saved.stored_name, bytes=saved.size)
-        source = self.cache.find(task)
-        if source is not None:
-            files = self.cache.copy_results(source, task.id)
-            if files is not None:
-                task = self.store.update(task.id, lambda t: T.complete(
-                    t, self.clock(), files, source.summary, list(source.warnings),
-                    cached_from=source.id, model_version=source.model_version))
-                log_event(self.log, "task.completed", task.id, cached_from=source.id,
-                          files=len(files), duration_s=0)
-                return task
+        cached = self.cache.complete_from_cache(task)
+        if cached is not None:
+            return cached
         try:
             self.executor.submit(task)
         except QueueFull:
@@ -120,62 +126,70 @@ class TaskManager:
             raise _queue_full() from None
         return task
 
-    def get(self, task_id: str) -> T.Task:
-        if not T.is_valid_task_id(task_id):
-            raise ApiError(400, "INVALID_TASK_ID", "任务ID格式无效")
+    def get(self, task_id: str) -> Task:
+        if not is_valid_task_id(task_id):
+            raise ServiceError("INVALID_TASK_ID", "任务ID格式无效")
         task = self.store.get(task_id)
         if task is None:
-            raise ApiError(404, "TASK_NOT_FOUND", "任务不存在")
+            raise ServiceError("TASK_NOT_FOUND", "任务不存在")
         return task
 
     def status(self, task_id: str) -> dict[str, Any]:
         task = self.get(task_id)
-        position = self.executor.queue_position(task.id) if task.status == T.PENDING else None
+        position = self.executor.queue_position(task.id) if task.status is PENDING else None
         return task.to_public(position)
 
     def list_tasks(self, status: str | None, limit: int) -> list[dict[str, Any]]:
-        return [t.to_public() for t in self.store.newest(status, limit)]
+        """Newest first; ``status`` is a wire status (``failed`` includes cancelled)."""
+        states = TaskState.from_wire(status) if status is not None else None
+        return [t.to_public() for t in self.store.newest(states, limit)]
 
-    def cancel(self, task_id: str) -> T.Task:
+    def cancel(self, task_id: str) -> Task:
         task = self.get(task_id)
         try:
             task = self.executor.cancel(task.id)
         except NotCancellable:
-            raise ApiError(409, "TASK_FINISHED", "任务已结束，无法取消") from None
+            raise ServiceError("TASK_FINISHED", "任务已结束，无法取消") from None
         except TaskNotFound:
-            raise ApiError(404, "TASK_NOT_FOUND", "任务不存在") from None
+            raise ServiceError("TASK_NOT_FOUND", "任务不存在") from None
         return task
 
-    def _downloadable(self, task_id: str) -> T.Task:
+    def completed(self, task_id: str, *, purpose: str = "下载") -> Task:
+        """A task whose results can be used (downloaded, imported): completed and not expired.
+
+        The same refusals for every use: 410 when cleaned up, 409 while the
+        task's state does not allow it."""
         task = self.get(task_id)
         if task.expired:
-            raise ApiError(410, "TASK_EXPIRED", "任务结果已超过保留期限并被清理，请重新提交")
-        if task.status == T.FAILED:
-            raise ApiError(400, "TASK_FAILED", "任务执行失败，没有结果文件")
-        if task.status != T.COMPLETED:
-            raise ApiError(400, "TASK_NOT_COMPLETED", "任务尚未完成，请稍后再下载")
+            raise ServiceError("TASK_EXPIRED",
+                               f"任务结果已超过保留期限并被清理，无法{purpose}，请重新提交")
+        if task.status in (FAILED, CANCELLED):
+            raise ServiceError("TASK_FAILED", f"任务执行失败，没有可{purpose}的结果")
+        if task.status is not COMPLETED:
+            raise ServiceError("TASK_NOT_COMPLETED",
+                               f"任务尚未完成（状态 {task.status.wire}），完成后才能{purpose}")
         return task
 
     def result_path(self, task_id: str, filename: str) -> Path:
         """Only a file recorded on the task, and only inside the results dir."""
-        task = self._downloadable(task_id)
+        task = self.completed(task_id)
         if filename not in task.result_files:
-            raise ApiError(404, "FILE_NOT_FOUND", "该任务没有这个结果文件")
+            raise ServiceError("FILE_NOT_FOUND", "该任务没有这个结果文件")
         return self._inside_results(filename)
 
     def _inside_results(self, filename: str) -> Path:
         base = self.settings.results_dir.resolve()
         path = (base / filename).resolve()
         if path.parent != base:
-            raise ApiError(404, "FILE_NOT_FOUND", "该任务没有这个结果文件")
+            raise ServiceError("FILE_NOT_FOUND", "该任务没有这个结果文件")
         if not path.is_file():
-            raise ApiError(410, "RESULT_GONE", "结果文件已被清理，请重新提交任务")
+            raise ServiceError("RESULT_GONE", "结果文件已被清理，请重新提交任务")
         return path
 
     def results_zip(self, task_id: str) -> tuple[IO[bytes], str]:
         """Every result of a task in one zip (stored, not deflated: xlsx is
         already compressed); the temporary file disappears when closed."""
-        task = self._downloadable(task_id)
+        task = self.completed(task_id)
         paths = [self._inside_results(name) for name in task.result_files]
         tmp = tempfile.TemporaryFile(dir=self.settings.staging_dir)
         try:
@@ -207,12 +221,26 @@ class TaskManager:
             "max_workers": self.settings.max_workers,
             "max_pending": self.settings.max_pending,
             "execution": self.settings.execution,
-            "tasks": {s: counts.get(s, 0) for s in T.STATUSES},
+            "tasks": {s: sum(counts.get(st, 0) for st in TaskState.from_wire(s))
+                      for s in WIRE_STATUSES},
             "free_disk_bytes": free,
             "free_disk_mb": round(free / 1024 / 1024, 1) if free is not None else None,
             "uptime_s": round(self.clock() - self.started_at, 1),
             "pid": os.getpid(),
         }
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes and files under uploads/ and results/, at most ``DISK_USAGE_CACHE_S`` old."""
+        with self._disk_lock:
+            now = time.monotonic()
+            if self._disk_usage is not None and now - self._disk_usage[0] < DISK_USAGE_CACHE_S:
+                return self._disk_usage[1]
+            up_bytes, up_files = _dir_size(self.settings.uploads_dir)
+            res_bytes, res_files = _dir_size(self.settings.results_dir)
+            value = {"uploads_bytes": up_bytes, "uploads_files": up_files,
+                     "results_bytes": res_bytes, "results_files": res_files}
+            self._disk_usage = (now, value)
+            return value
 
     def shutdown(self, wait_s: float = 10.0) -> None:
         """Stop threads and children; unfinished tasks are recovered next start."""
@@ -228,5 +256,21 @@ class TaskManager:
         close_logger(self.log)
 
 
-def _queue_full() -> ApiError:
-    return ApiError(503, "QUEUE_FULL", "排队任务已满，请稍后再提交", {"Retry-After": "30"})
+def _queue_full() -> ServiceError:
+    return ServiceError("QUEUE_FULL", "排队任务已满，请稍后再提交", {"Retry-After": "30"})
+
+
+def _dir_size(root: Path) -> tuple[int, int]:
+    """Bytes and regular files under ``root``; files vanishing meanwhile
+    (the cleaner runs concurrently) are simply not counted."""
+    total = 0
+    count = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
+            except OSError:
+                continue
+            total += st.st_size
+            count += 1
+    return total, count

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import task as T
 from .executor import TaskExecutor
 from .logging_setup import log_event
 from .store import TaskStore
+from .task import MAX_ATTEMPTS, RUNNING, fail, requeue
 
 
 @dataclass
@@ -33,25 +33,25 @@ def recover(store: TaskStore, executor: TaskExecutor, *, uploads_dir: Path, resu
     """Run once, before the executor's threads start."""
     report = RecoveryReport()
     for task in store.active():
-        if task.status == T.RUNNING:
+        if task.status is RUNNING:
             # Partial output of the interrupted run; the re-run writes it anew.
             for p in results_dir.glob(f"{task.id}_*"):
                 p.unlink(missing_ok=True)
-        if task.attempts >= T.MAX_ATTEMPTS:
-            store.update(task.id, lambda t: T.fail(
+        if task.attempts >= MAX_ATTEMPTS:
+            store.update(task.id, lambda t: fail(
                 t, clock(), "TOO_MANY_ATTEMPTS", "任务多次因服务中断未能完成，已放弃，请检查文件后重新提交"))
             report.failed.append(task.id)
             log_event(logger, "task.failed", task.id, logging.WARNING, code="TOO_MANY_ATTEMPTS",
                       attempts=task.attempts)
             continue
         if not (uploads_dir / task.upload_name).is_file():
-            store.update(task.id, lambda t: T.fail(
+            store.update(task.id, lambda t: fail(
                 t, clock(), "UPLOAD_MISSING", "服务重启后找不到该任务的上传文件，请重新提交"))
             report.failed.append(task.id)
             log_event(logger, "task.failed", task.id, logging.WARNING, code="UPLOAD_MISSING")
             continue
         was = task.status
-        task = store.update(task.id, T.requeue)
+        task = store.update(task.id, requeue)
         executor.submit(task, force=True)
         report.requeued.append(task.id)
         log_event(logger, "task.requeued", task.id, was=was, attempts=task.attempts)

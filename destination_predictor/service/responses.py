@@ -1,6 +1,7 @@
 """The JSON envelope of every answer, and errors turned into it.
 
-Success: ``{"success": true, "data": ...}``. Failure:
+Success: ``{"success": true, "data": ...}``. Failure (status from
+``errors.HTTP_STATUS``):
 ``{"success": false, "error": "<中文>", "code": "UPPER_SNAKE"}``. Nothing
 else reaches a client: HTTP errors raised by Flask/Werkzeug (404, 405, 413)
 are translated, and an unexpected exception is logged with its stack trace
@@ -14,6 +15,9 @@ from typing import Any
 
 from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
+
+from ..engine.errors import PredictionError
+from .errors import http_status as status_for_code
 
 _HTTP_MESSAGES: dict[int, tuple[str, str]] = {
     400: ("BAD_REQUEST", "请求格式不正确"),
@@ -30,18 +34,6 @@ _HTTP_MESSAGES: dict[int, tuple[str, str]] = {
 }
 
 
-class ApiError(Exception):
-    """Raised by views for a refusal; becomes the error envelope."""
-
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
 def ok(data: Any, http_status: int = 200, **extra: Any) -> tuple[Response, int]:
     return jsonify({"success": True, "data": data, **extra}), http_status
 
@@ -56,9 +48,11 @@ def error_response(status: int, code: str, message: str,
 
 
 def init_app(app: Flask, logger: logging.Logger) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    @app.errorhandler(PredictionError)
+    def _refusal(exc: PredictionError) -> Response:
+        """Every refusal, the engine's and the service's: status from the one table."""
+        return error_response(status_for_code(exc.code), exc.code, exc.message,
+                              getattr(exc, "headers", None))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

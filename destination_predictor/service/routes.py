@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, jsonify, request, send_file
 
 from ..engine.errors import PredictionError
 from ..engine.options import PredictConfig
-from . import task as T
-from .manager import EXTENSION_KEY, TaskManager
-from .responses import ApiError, ok
+from .errors import ServiceError
+from .manager import current_manager
+from .responses import ok
+from .task import CANCELLED, PRIORITIES, WIRE_STATUSES
 
 api_bp = Blueprint("api", __name__, url_prefix="/api")
 health_bp = Blueprint("health", __name__)
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_LIST_LIMIT = 500
-
-
-def manager() -> TaskManager:
-    return current_app.extensions[EXTENSION_KEY]
 
 
 def _form_text(name: str) -> str | None:
@@ -38,21 +35,21 @@ def _form_text(name: str) -> str | None:
 
 def _parse_year(raw: str | None) -> int:
     if raw is None:
-        raise ApiError(400, "MISSING_YEAR", "缺少年级参数 year（例如 2024）")
+        raise ServiceError("MISSING_YEAR", "缺少年级参数 year（例如 2024）")
     if not raw.isdigit() or len(raw) != 4:
-        raise ApiError(400, "BAD_YEAR", "年级 year 必须是四位数字，例如 2024")
+        raise ServiceError("BAD_YEAR", "年级 year 必须是四位数字，例如 2024")
     return int(raw)
 
 
 def _parse_start_form() -> dict[str, Any]:
     year = _parse_year(_form_text("year"))
     priority = (_form_text("priority") or "normal").lower()
-    if priority not in T.PRIORITIES:
-        raise ApiError(400, "BAD_PRIORITY", "priority 只能是 high 或 normal")
+    if priority not in PRIORITIES:
+        raise ServiceError("BAD_PRIORITY", "priority 只能是 high 或 normal")
     try:
         config = PredictConfig.parse(request.form.get("config")).to_dict()
     except PredictionError as exc:
-        raise ApiError(400, exc.code, exc.message) from None
+        raise ServiceError(exc.code, exc.message) from None
     return {"year": year, "major": _form_text("major"), "config": config, "priority": priority}
 
 
@@ -61,33 +58,33 @@ def start_task() -> tuple[Response, int]:
     fields = _parse_start_form()
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        raise ApiError(400, "MISSING_FILE", "请上传成绩文件（表单字段 file，.xlsx 或 .xls）")
-    task = manager().start_task(upload.stream, upload.filename, **fields)
-    return ok({"task_id": task.id, "message": "预测任务已启动", "status": task.status})
+        raise ServiceError("MISSING_FILE", "请上传成绩文件（表单字段 file，.xlsx 或 .xls）")
+    task = current_manager().start_task(upload.stream, upload.filename, **fields)
+    return ok({"task_id": task.id, "message": "预测任务已启动", "status": task.status.wire})
 
 
 @api_bp.get("/task/status/<task_id>")
 def task_status(task_id: str) -> tuple[Response, int]:
-    return ok(manager().status(task_id))
+    return ok(current_manager().status(task_id))
 
 
 @api_bp.post("/task/<task_id>/cancel")
 def cancel_task(task_id: str) -> tuple[Response, int]:
-    task = manager().cancel(task_id)
-    message = "任务已取消" if task.status == T.FAILED else "已请求取消，任务将在当前步骤结束后停止"
-    return ok({"task_id": task.id, "status": task.status, "message": message})
+    task = current_manager().cancel(task_id)
+    message = "任务已取消" if task.status is CANCELLED else "已请求取消，任务将在当前步骤结束后停止"
+    return ok({"task_id": task.id, "status": task.status.wire, "message": message})
 
 
 @api_bp.get("/task/result/<task_id>/<filename>")
 def task_result(task_id: str, filename: str) -> Response:
-    path = manager().result_path(task_id, filename)
+    path = current_manager().result_path(task_id, filename)
     return send_file(path, mimetype=XLSX_MIME, as_attachment=True, download_name=path.name,
                      max_age=0)
 
 
 @api_bp.get("/task/<task_id>/results.zip")
 def task_results_zip(task_id: str) -> Response:
-    fh, name = manager().results_zip(task_id)
+    fh, name = current_manager().results_zip(task_id)
     return send_file(fh, mimetype="application/zip", as_attachment=True, download_name=name,
                      max_age=0)
 
@@ -95,18 +92,18 @@ def task_results_zip(task_id: str) -> Response:
 @api_bp.get("/tasks")
 def list_tasks() -> tuple[Response, int]:
     status = request.args.get("status") or None
-    if status is not None and status not in T.STATUSES:
-        raise ApiError(400, "BAD_STATUS", "status 只能是 pending、running、completed 或 failed")
+    if status is not None and status not in WIRE_STATUSES:
+        raise ServiceError("BAD_STATUS", "status 只能是 pending、running、completed 或 failed")
     raw_limit = request.args.get("limit", "50")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
-        raise ApiError(400, "BAD_LIMIT", f"limit 必须是 1 到 {MAX_LIST_LIMIT} 之间的整数")
-    tasks = manager().list_tasks(status, int(raw_limit))
+        raise ServiceError("BAD_LIMIT", f"limit 必须是 1 到 {MAX_LIST_LIMIT} 之间的整数")
+    tasks = current_manager().list_tasks(status, int(raw_limit))
     return ok({"tasks": tasks, "count": len(tasks)})
 
 
 @api_bp.get("/majors")
 def list_majors() -> tuple[Response, int]:
-    by_year = manager().majors()
+    by_year = current_manager().majors()
     return ok({"years": sorted(by_year), "majors": {str(y): m for y, m in sorted(by_year.items())}})
 
 
@@ -114,7 +111,7 @@ def list_majors() -> tuple[Response, int]:
 def health() -> tuple[Response, int]:
     """Open without a token; 503 while the model is not loaded, so a load
     balancer stops sending work to an instance that cannot predict."""
-    info = manager().health()
+    info = current_manager().health()
     if not info["model_loaded"]:
         body = {"success": False, "error": "预测模型未加载", "code": "MODEL_UNAVAILABLE",
                 "status": info["status"], "data": info}

@@ -1,9 +1,12 @@
-"""Serving the app with gunicorn from Python (``python async_api_server.py``),
-with the same settings as ``gunicorn async_api_server:app`` -- the project's
-``gunicorn.conf.py`` -- so both ways of starting behave alike."""
+"""Starting the service: ``python async_api_server.py`` (``main``) serves the
+app with gunicorn from Python, with the same settings as ``gunicorn
+async_api_server:app`` -- the project's ``gunicorn.conf.py`` -- so both ways
+of starting behave alike."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import runpy
 from pathlib import Path
 from typing import Any
@@ -42,3 +45,22 @@ class GunicornServer(BaseApplication):
 
 def serve(host: str, port: int) -> None:
     GunicornServer(f"{host}:{port}").run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="学生去向预测异步服务")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PREDICT_PORT", "8080")))
+    parser.add_argument("--host", default=os.environ.get("PREDICT_HOST", "0.0.0.0"))
+    parser.add_argument("--debug", action="store_true",
+                        help="Flask development server with debug output (never in production)")
+    args = parser.parse_args(argv)
+    # The port names the log file (async_api_{port}.log), so settings must see it.
+    os.environ["PREDICT_PORT"] = str(args.port)
+    if args.debug:
+        from .app import create_app
+
+        create_app().run(host=args.host, port=args.port, debug=True, use_reloader=False,
+                         threaded=True)
+        return 0
+    serve(args.host, args.port)
+    return 0

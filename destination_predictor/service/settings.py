@@ -1,6 +1,10 @@
 """The service's configuration table: environment variables ``PREDICT_*``,
 overridable by a mapping passed to ``create_app``.
 
+Each setting is declared once, as a field of ``Settings``: its name (the
+variable is ``PREDICT_`` + the name in capitals), its default, how its text is
+parsed and its lower bound. The README's configuration table lists the same.
+
 Read once when the app is built and frozen afterwards, so every component sees
 the same values for the whole life of the process and tests can build apps
 with their own data directory without touching the environment.
@@ -10,9 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+ENV_PREFIX = "PREDICT_"
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -23,26 +29,51 @@ class SettingsError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
 
 
+def _path(value: Any) -> Path:
+    return Path(value).expanduser().resolve()
+
+
+def _optional_path(value: Any) -> Path | None:
+    return _path(value) if value not in (None, "") else None
+
+
+def _optional_text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _execution(value: Any) -> str:
+    mode = str(value).strip().lower()
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"must be one of {EXECUTION_MODES}")
+    return mode
+
+
+def setting(default: Any, parse: Any, minimum: float | None = None) -> Any:
+    """One row of the configuration table (a dataclass field with its parser and bound)."""
+    return field(default=default, metadata={"parse": parse, "minimum": minimum})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """One field per row of the README configuration table."""
+    """One field per row of the README configuration table; defaults that are
+    paths are relative to the project."""
 
-    model_dir: Path
-    plans_dir: Path
-    data_dir: Path
-    category_map: Path | None
-    api_token: str | None
-    max_workers: int
-    max_pending: int
-    task_timeout_s: float
-    retention_hours: float
-    max_upload_mb: float
-    max_unzipped_mb: float
-    port: int
-    database_url: str | None
-    execution: str
-    clean_interval_s: float
-    child_nice: int
+    model_dir: Path = setting(PROJECT_DIR / "models", _path)
+    plans_dir: Path = setting(PROJECT_DIR / "plans", _path)
+    data_dir: Path = setting(PROJECT_DIR, _path)
+    category_map: Path | None = setting(None, _optional_path)
+    api_token: str | None = setting(None, _optional_text)
+    max_workers: int = setting(3, int, minimum=1)
+    max_pending: int = setting(50, int, minimum=0)
+    task_timeout_s: float = setting(1800.0, float, minimum=0.1)
+    retention_hours: float = setting(24.0, float, minimum=0.0)
+    max_upload_mb: float = setting(50.0, float, minimum=0.001)
+    max_unzipped_mb: float = setting(300.0, float, minimum=0.001)
+    port: int = setting(8080, int, minimum=0)
+    database_url: str | None = setting(None, _optional_text)
+    execution: str = setting("process", _execution)
+    clean_interval_s: float = setting(600.0, float, minimum=0.05)
+    child_nice: int = setting(10, int, minimum=0)
 
     @property
     def uploads_dir(self) -> Path:
@@ -82,27 +113,12 @@ class Settings:
             d.mkdir(parents=True, exist_ok=True)
 
 
-# name -> (default, parser); defaults that are paths are relative to the project.
-_DEFAULTS: dict[str, Any] = {
-    "PREDICT_MODEL_DIR": PROJECT_DIR / "models",
-    "PREDICT_PLANS_DIR": PROJECT_DIR / "plans",
-    "PREDICT_DATA_DIR": PROJECT_DIR,
-    "PREDICT_CATEGORY_MAP": None,
-    "PREDICT_API_TOKEN": None,
-    "PREDICT_MAX_WORKERS": 3,
-    "PREDICT_MAX_PENDING": 50,
-    "PREDICT_TASK_TIMEOUT_S": 1800,
-    "PREDICT_RETENTION_HOURS": 24,
-    "PREDICT_MAX_UPLOAD_MB": 50,
-    "PREDICT_MAX_UNZIPPED_MB": 300,
-    "PREDICT_PORT": 8080,
-    "PREDICT_DATABASE_URL": None,
-    "PREDICT_EXECUTION": "process",
-    "PREDICT_CLEAN_INTERVAL_S": 600,
-    "PREDICT_CHILD_NICE": 10,
-}
 
-SETTING_NAMES: tuple[str, ...] = tuple(_DEFAULTS)
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+SETTING_NAMES: tuple[str, ...] = tuple(env_name(f.name) for f in fields(Settings))
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None,
@@ -112,49 +128,25 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
     Raises SettingsError for values that would only fail later and obscurely.
     """
     env = os.environ if environ is None else environ
-    raw: dict[str, Any] = dict(_DEFAULTS)
-    for name in SETTING_NAMES:
-        if name in env and env[name] != "":
-            raw[name] = env[name]
-    for name, value in (overrides or {}).items():
-        if name in _DEFAULTS:
-            raw[name] = value
-
-    execution = str(raw["PREDICT_EXECUTION"]).strip().lower()
-    if execution not in EXECUTION_MODES:
-        raise SettingsError(f"PREDICT_EXECUTION must be one of {EXECUTION_MODES}, got {execution!r}")
-    token = raw["PREDICT_API_TOKEN"]
-    token = str(token) if token not in (None, "") else None
-    return Settings(
-        model_dir=_path(raw["PREDICT_MODEL_DIR"]),
-        plans_dir=_path(raw["PREDICT_PLANS_DIR"]),
-        data_dir=_path(raw["PREDICT_DATA_DIR"]),
-        category_map=_path(raw["PREDICT_CATEGORY_MAP"]) if raw["PREDICT_CATEGORY_MAP"] else None,
-        api_token=token,
-        max_workers=_number(raw, "PREDICT_MAX_WORKERS", int, minimum=1),
-        max_pending=_number(raw, "PREDICT_MAX_PENDING", int, minimum=0),
-        task_timeout_s=_number(raw, "PREDICT_TASK_TIMEOUT_S", float, minimum=0.1),
-        retention_hours=_number(raw, "PREDICT_RETENTION_HOURS", float, minimum=0.0),
-        max_upload_mb=_number(raw, "PREDICT_MAX_UPLOAD_MB", float, minimum=0.001),
-        max_unzipped_mb=_number(raw, "PREDICT_MAX_UNZIPPED_MB", float, minimum=0.001),
-        port=_number(raw, "PREDICT_PORT", int, minimum=0),
-        database_url=str(raw["PREDICT_DATABASE_URL"]) if raw["PREDICT_DATABASE_URL"] else None,
-        execution=execution,
-        clean_interval_s=_number(raw, "PREDICT_CLEAN_INTERVAL_S", float, minimum=0.05),
-        child_nice=_number(raw, "PREDICT_CHILD_NICE", int, minimum=0),
-    )
+    overrides = overrides or {}
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        name = env_name(f.name)
+        if name in overrides:
+            raw = overrides[name]
+        elif env.get(name, "") != "":
+            raw = env[name]
+        else:
+            raw = f.default
+        values[f.name] = _parse(name, raw, f.metadata["parse"], f.metadata["minimum"])
+    return Settings(**values)
 
 
-def _path(value: Any) -> Path:
-    return Path(value).expanduser().resolve()
-
-
-def _number(raw: Mapping[str, Any], name: str, kind: type, *, minimum: float) -> Any:
-    value = raw[name]
+def _parse(name: str, raw: Any, parse: Any, minimum: float | None) -> Any:
     try:
-        parsed = kind(value)
+        value = parse(raw)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{name} must be a number, got {value!r}") from exc
-    if parsed < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value!r}")
-    return parsed
+        raise SettingsError(f"{name}: {raw!r} is not valid ({exc})") from exc
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value

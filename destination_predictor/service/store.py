@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .task import ACTIVE, COMPLETED, Task
+from .task import ACTIVE, COMPLETED, Task, TaskState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -142,15 +142,16 @@ class TaskStore:
         with self._lock:
             return sorted(self._tasks.values(), key=lambda t: t.seq)
 
-    def newest(self, status: str | None = None, limit: int = 50) -> list[Task]:
+    def newest(self, states: tuple[TaskState, ...] | None = None, limit: int = 50) -> list[Task]:
+        """Newest first, only ``states`` when given."""
         with self._lock:
-            tasks = [t for t in self._tasks.values() if status is None or t.status == status]
+            tasks = [t for t in self._tasks.values() if states is None or t.status in states]
         tasks.sort(key=lambda t: t.seq, reverse=True)
         return tasks[:limit]
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[TaskState, int]:
         with self._lock:
-            out: dict[str, int] = {}
+            out: dict[TaskState, int] = {}
             for t in self._tasks.values():
                 out[t.status] = out.get(t.status, 0) + 1
             return out
@@ -173,6 +174,6 @@ class TaskStore:
             "INSERT INTO tasks (id, seq, status, cache_key, created_at, record) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
             "status = excluded.status, record = excluded.record",
-            (task.id, task.seq, task.status, task.cache_key, task.created_at,
+            (task.id, task.seq, task.status.value, task.cache_key, task.created_at,
              json.dumps(task.to_record(), ensure_ascii=False)),
         )

@@ -1,18 +1,28 @@
 """A prediction task and every change of its state, in one place.
 
-Clients know four statuses: ``pending``, ``running``, ``completed``,
-``failed``. Two further facts are flags, not statuses, so existing clients
-keep working:
+The states and the transitions between them (each arrow is one function
+below; any other change raises ``InvalidTransition``)::
 
-* a cancelled task is ``failed`` with ``cancelled: true``, error code
-  ``CANCELLED`` and the error "任务已取消";
-* an expired task keeps its final status with ``expired: true``; its upload and
-  result files are gone and downloads answer 410.
+                  start                 complete
+    PENDING ─────────────────► RUNNING ───────────► COMPLETED
+      │  ▲                       │  │
+      │  └──────── requeue ──────┘  │ fail                 (expire: files gone,
+      │        (service restarted)  ▼                       the record stays;
+      ├──── fail ──────────────► FAILED                     COMPLETED, FAILED
+      │   (recovery gives up)       ▲                       and CANCELLED)
+      ├──── complete ───────► COMPLETED  (an identical task's results, from the cache)
+      │                             │
+      └──── cancel ─────────► CANCELLED ◄── cancel ── RUNNING
+                                          (after request_cancel, when the engine stops)
+
+On the wire the contract knows four statuses: ``pending``, ``running``,
+``completed``, ``failed``. ``CANCELLED`` is a real state here but is shown as
+``failed`` with ``cancelled: true``, error code ``CANCELLED`` and the error
+"任务已取消", so existing clients keep working. An expired task keeps its
+final state with ``expired: true``; its files are gone and downloads answer 410.
 
 Tasks are immutable: each transition returns a new record, so a reader that
-got a task from the store never sees it change half-way. A transition that is
-not allowed from the current status raises ``InvalidTransition`` instead of
-silently corrupting the record.
+got a task from the store never sees it change half-way.
 """
 
 from __future__ import annotations
@@ -22,15 +32,35 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-PENDING = "pending"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
+
+class TaskState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def wire(self) -> str:
+        """The status clients see: a cancelled task is ``failed`` (with ``cancelled: true``)."""
+        return "failed" if self is TaskState.CANCELLED else self.value
+
+    @classmethod
+    def from_wire(cls, status: str) -> tuple[TaskState, ...]:
+        """The states a client's ``status`` filter means (``failed`` includes cancelled)."""
+        if status == "failed":
+            return (cls.FAILED, cls.CANCELLED)
+        return (cls(status),)
+
+
+PENDING, RUNNING, COMPLETED, FAILED, CANCELLED = TaskState
+# The statuses of the HTTP contract, in its order.
+WIRE_STATUSES = ("pending", "running", "completed", "failed")
 ACTIVE = (PENDING, RUNNING)
-FINISHED = (COMPLETED, FAILED)
+FINISHED = (COMPLETED, FAILED, CANCELLED)
 
 PRIORITIES = ("high", "normal")
 
@@ -69,7 +99,7 @@ class Task:
     major: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     priority: str = "normal"
-    status: str = PENDING
+    status: TaskState = PENDING
     progress: int = 0
     message: str = "等待执行"
     result_files: tuple[str, ...] = ()
@@ -81,16 +111,20 @@ class Task:
     finished_at: float | None = None
     attempts: int = 0
     cancel_requested: bool = False
-    cancelled: bool = False
     expired: bool = False
     expired_at: float | None = None
     cached_from: str | None = None
     model_version: str | None = None
 
+    def __post_init__(self) -> None:
+        # A state given as text ("running") is checked and stored as the enum.
+        object.__setattr__(self, "status", TaskState(self.status))
+
     # --- persistence -------------------------------------------------------
 
     def to_record(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["status"] = self.status.value
         d["result_files"] = list(self.result_files)
         d["warnings"] = list(self.warnings)
         return d
@@ -99,9 +133,16 @@ class Task:
     def from_record(cls, record: dict[str, Any]) -> Task:
         known = {f.name for f in dataclasses.fields(cls)}
         data = {k: v for k, v in record.items() if k in known}
+        data["status"] = TaskState(record["status"])
+        if record.get("cancelled") and data["status"] is FAILED:
+            data["status"] = CANCELLED  # written before CANCELLED was a state of its own
         data["result_files"] = tuple(data.get("result_files") or ())
         data["warnings"] = tuple(data.get("warnings") or ())
         return cls(**data)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status is CANCELLED
 
     # --- what clients see ---------------------------------------------------
 
@@ -112,7 +153,7 @@ class Task:
             duration = round(self.finished_at - self.started_at, 3)
         return {
             "id": self.id,
-            "status": self.status,
+            "status": self.status.wire,
             "progress": self.progress,
             "message": self.message,
             "result_files": list(self.result_files),
@@ -149,7 +190,7 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
 
 
-def _require(task: Task, allowed: tuple[str, ...], action: str) -> None:
+def _require(task: Task, allowed: tuple[TaskState, ...], action: str) -> None:
     if task.status not in allowed:
         raise InvalidTransition(f"cannot {action} task {task.id} in status {task.status}")
 
@@ -209,14 +250,14 @@ def request_cancel(task: Task) -> Task:
 def cancel(task: Task, now: float) -> Task:
     _require(task, ACTIVE, "cancel")
     return dataclasses.replace(
-        task, status=FAILED, finished_at=now, error=CANCELLED_MESSAGE,
-        error_code=CANCELLED_CODE, message=CANCELLED_MESSAGE, cancelled=True,
+        task, status=CANCELLED, finished_at=now, error=CANCELLED_MESSAGE,
+        error_code=CANCELLED_CODE, message=CANCELLED_MESSAGE,
         cancel_requested=True, result_files=(),
     )
 
 
 def requeue(task: Task) -> Task:
-    """running -> pending after the process running it died; progress is kept
+    """running (or pending) -> pending after the process running it died; progress is kept
     (it never goes back) and the task runs again from its saved upload."""
     _require(task, ACTIVE, "requeue")
     return dataclasses.replace(task, status=PENDING, message="服务重启后重新排队")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..engine.excel import sniff_file
+from .errors import ServiceError
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xls")
 # A zip member may legitimately compress well (repetitive sheet XML), but not
@@ -33,14 +34,8 @@ _CHUNK = 1024 * 1024
 _MAX_NAME_BYTES = 200
 
 
-class UploadRejected(Exception):
-    """The upload is refused; ``message`` is Chinese and shown to the client."""
-
-    def __init__(self, code: str, message: str, http_status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = http_status
+class UploadRejected(ServiceError):
+    """The upload is refused (nothing of it is kept); ``message`` is shown to the client."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +94,7 @@ def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_d
                 if size > max_bytes:
                     raise UploadRejected(
                         "FILE_TOO_LARGE",
-                        f"文件过大，最大允许 {max_bytes / 1024 / 1024:g} MB", 413)
+                        f"文件过大，最大允许 {max_bytes / 1024 / 1024:g} MB")
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()

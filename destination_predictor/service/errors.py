@@ -1,0 +1,54 @@
+"""Refusals of the service, and the one table from their codes to HTTP statuses.
+
+Every part of the service (views, the task manager, uploads, auth, the
+import route) raises ``ServiceError`` -- or lets the engine's
+``PredictionError`` through -- with a machine code and a Chinese message;
+none of them chooses an HTTP status. ``responses`` looks the status up here,
+so the same case answers the same status on every route (a task that is not
+finished is 409 for a download and for an import alike).
+"""
+
+from __future__ import annotations
+
+from ..engine.errors import PredictionError
+
+# code -> HTTP status. Grouped by status; a code not listed is a refusal of
+# well-formed input that cannot be processed: 422.
+HTTP_STATUS: dict[str, int] = {
+    # the request itself is wrong
+    **dict.fromkeys((
+        "BAD_REQUEST", "MISSING_FILE", "MISSING_YEAR", "BAD_YEAR", "UNKNOWN_YEAR",
+        "UNKNOWN_MAJOR", "BAD_PRIORITY", "BAD_CONFIG", "UNSUPPORTED_FILE_TYPE",
+        "BAD_FILE_CONTENT", "EMPTY_FILE", "SUSPICIOUS_ARCHIVE", "BAD_STATUS", "BAD_LIMIT",
+        "INVALID_TASK_ID"), 400),
+    **dict.fromkeys(("UNAUTHORIZED", "INVALID_TOKEN"), 401),
+    "FORBIDDEN": 403,
+    **dict.fromkeys(("NOT_FOUND", "TASK_NOT_FOUND", "FILE_NOT_FOUND"), 404),
+    "METHOD_NOT_ALLOWED": 405,
+    "REQUEST_TIMEOUT": 408,
+    # the task's state does not allow it (yet): may succeed later
+    **dict.fromkeys(("TASK_NOT_COMPLETED", "TASK_FAILED", "TASK_FINISHED"), 409),
+    # the files were there once and have been cleaned up
+    **dict.fromkeys(("TASK_EXPIRED", "RESULT_GONE", "RESULT_FILE_MISSING", "UPLOAD_MISSING"),
+                    410),
+    "FILE_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "TOO_MANY_REQUESTS": 429,
+    **dict.fromkeys(("INTERNAL_ERROR", "DATABASE_WRITE_FAILED", "VERIFY_FAILED"), 500),
+    **dict.fromkeys(("SERVICE_UNAVAILABLE", "QUEUE_FULL", "MODEL_UNAVAILABLE",
+                     "IMPORT_NOT_CONFIGURED", "DATABASE_UNREACHABLE"), 503),
+}
+DEFAULT_STATUS = 422
+
+
+def http_status(code: str) -> int:
+    return HTTP_STATUS.get(code, DEFAULT_STATUS)
+
+
+class ServiceError(PredictionError):
+    """A refusal by the service: ``code``, Chinese ``message``, optional response headers
+    (``Retry-After`` on a full queue, ``WWW-Authenticate`` on a missing token)."""
+
+    def __init__(self, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(code, message)
+        self.headers = dict(headers or {})
