@@ -8,7 +8,7 @@ recorded with a Chinese/English line; the exit status is 0 only when every
 check passed, so scripts and CI can rely on it.
 
 The result workbooks are opened with openpyxl and checked against
-ALGORITHM.md sections 8-9: the ``Predictions`` sheet first with its fixed
+docs/algorithm.md §8-9: the ``Predictions`` sheet first with its fixed
 leading columns, ``UniformThresholds`` with its exact columns (when the inverse
 search is on), and the summary ``_All`` workbook's ``Sheet1``.
 """

@@ -1,7 +1,7 @@
 """The bundled DEMO model, trained on synthetic students.
 
 The deployed model is private. This one has the same four files and the same
-conventions (ALGORITHM.md section 1) so the engine, the service and the tests
+conventions (docs/algorithm.md §1) so the engine, the service and the tests
 run anywhere; its predictions mean nothing about real students.
 
 Synthetic students have a latent ability; each category score is ability
@@ -79,7 +79,7 @@ class DemoModelSummary:
 
 
 def _impute(df: pd.DataFrame) -> None:
-    """The engine's imputation (ALGORITHM.md 5.2), so training sees what prediction sees."""
+    """The engine's imputation (docs/algorithm.md §5.2), so training sees what prediction sees."""
     for target, rule in (("major", IMPUTE_RULES["major_from"]),
                          ("innovation", IMPUTE_RULES["innovation_from"])):
         vals = df[list(rule)].to_numpy(float)
@@ -127,7 +127,7 @@ def strength_stats(features: pd.DataFrame, majors: np.ndarray) -> dict[str, dict
 
 def academic_strength(features: pd.DataFrame, majors: np.ndarray,
                       stats: dict[str, dict[str, list[float]]]) -> np.ndarray:
-    """Mean z-score over the fixed 13-entry walk (ALGORITHM.md 5.3)."""
+    """Mean z-score over the fixed 13-entry walk (docs/algorithm.md §5.3)."""
     total = np.zeros(len(features))
     count = np.zeros(len(features))
     for c in STRENGTH_WALK:

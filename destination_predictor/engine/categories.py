@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import PredictionError
 
-# The nine category features, in the order ALGORITHM.md calls BASE.
+# The nine category features, in the order docs/algorithm.md §2 calls BASE.
 BASE: tuple[str, ...] = (
     "public", "political", "english", "math_science", "basic_subject",
     "basic_major", "major", "practice", "innovation",

@@ -152,7 +152,7 @@ def _grade(v: str) -> float | None:
 
 
 def read_grades(path: str | Path) -> Cohort:
-    """Parse the workbook per ALGORITHM.md section 4, counting every skipped row."""
+    """Parse the workbook per docs/algorithm.md §4, counting every skipped row."""
     p = Path(path)
     headers, columns, warnings = _load_columns(p)
     i_course = find_column(headers, "Course_Name")

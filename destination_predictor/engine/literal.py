@@ -1,5 +1,5 @@
 """The deployed algorithm read literally: one student, one candidate score,
-one single-row model call at a time (ALGORITHM.md sections 5 and 7).
+one single-row model call at a time (docs/algorithm.md §5 and §7).
 
 Not used by the service. It is the executable specification the vectorised
 engine is tested against, and the benchmark's measured baseline for "the
