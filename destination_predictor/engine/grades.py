@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import PredictionError
-from .excel import ExcelFormat, sniff_file
+from .excel import (
+    DEFAULT_MAX_CELLS,
+    ExcelFormat,
+    WorkbookTooLarge,
+    check_extent,
+    is_reader_panic,
+    sniff_file,
+    too_large_message,
+)
 
 TEXT_GRADES: dict[str, float] = {"优": 95.0, "良": 85.0, "中": 75.0, "及格": 65.0, "不及格": 40.0}
 
@@ -86,12 +94,15 @@ def _want(column: object) -> bool:
     return getattr(column, "index", 1) == 0 or any(k in name for k in _WANTED)
 
 
-def _load_columns(path: Path) -> tuple[list[str], list[list[str | None]], list[str]]:
+def _load_columns(path: Path, max_cells: int) -> tuple[list[str], list[list[str | None]],
+                                                       list[str]]:
     """Headers and text cells of the first non-empty sheet (the registrar puts data first).
 
     fastexcel parses the sheet in Rust and hands back Arrow strings for just
     the needed columns: the workbook is read once, without a Python object
-    per cell of the columns nobody uses.
+    per cell of the columns nobody uses. Before it allocates anything, the
+    sheet's extent is checked (``excel.check_extent``), and every failure of
+    the reader -- a Rust panic included -- is ``CORRUPT_WORKBOOK``.
     """
     fmt = sniff_format(path)
     data = path.read_bytes()
@@ -102,6 +113,10 @@ def _load_columns(path: Path) -> tuple[list[str], list[list[str | None]], list[s
                     raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏或不是 Excel 工作簿")
         except zipfile.BadZipFile as exc:
             raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+    try:
+        check_extent(path, max_cells)
+    except WorkbookTooLarge as exc:
+        raise PredictionError("WORKBOOK_TOO_LARGE", too_large_message(exc)) from exc
     warnings: list[str] = []
     try:
         reader = fastexcel.read_excel(data)
@@ -116,6 +131,10 @@ def _load_columns(path: Path) -> tuple[list[str], list[list[str | None]], list[s
     except PredictionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reader raises several unrelated types
+        raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+    except BaseException as exc:
+        if not is_reader_panic(exc):
+            raise
         raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
     raise PredictionError("EMPTY_WORKBOOK", "成绩文件是空的：没有任何数据")
 
@@ -151,10 +170,12 @@ def _grade(v: str) -> float | None:
     return g if math.isfinite(g) and 0.0 <= g <= 100.0 else None
 
 
-def read_grades(path: str | Path) -> Cohort:
-    """Parse the workbook per docs/algorithm.md §4, counting every skipped row."""
+def read_grades(path: str | Path, *, max_cells: int = DEFAULT_MAX_CELLS) -> Cohort:
+    """Parse the workbook per docs/algorithm.md §4, counting every skipped row.
+
+    ``max_cells`` bounds the rows x columns a sheet may reach (``WORKBOOK_TOO_LARGE``)."""
     p = Path(path)
-    headers, columns, warnings = _load_columns(p)
+    headers, columns, warnings = _load_columns(p, max_cells)
     i_course = find_column(headers, "Course_Name")
     if i_course is None:
         raise PredictionError("NO_COURSE_COLUMN", "成绩文件缺少 Course_Name（课程名）列")

@@ -9,6 +9,9 @@ from typing import Any
 
 from .errors import PredictionError
 
+# Three small fields; anything longer is not a config someone meant to send.
+MAX_CONFIG_CHARS = 1024
+
 
 @dataclass(frozen=True)
 class PredictConfig:
@@ -29,9 +32,12 @@ class PredictConfig:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             return cls()
         if isinstance(raw, str):
+            if len(raw) > MAX_CONFIG_CHARS:
+                raise PredictionError("BAD_CONFIG",
+                                      f"config 过长（最多 {MAX_CONFIG_CHARS} 个字符）")
             try:
                 data = json.loads(raw)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # 100,000 nested brackets recurse
                 raise PredictionError("BAD_CONFIG", "config 不是合法的 JSON") from exc
         else:
             data = raw

@@ -21,6 +21,7 @@ import numpy as np
 from . import features, inverse
 from .categories import CategoryMap, load_category_map
 from .errors import PredictionCancelled, PredictionError
+from .excel import DEFAULT_MAX_CELLS
 from .grades import Cohort, grade_matrix, read_grades
 from .inverse import CancelToken
 from .majors import catalogue, code_for, major_codes, ordered, resolve
@@ -47,8 +48,10 @@ class Engine:
     """The model, plans directory and category map; ``run`` is thread-safe."""
 
     def __init__(self, model_dir: str | Path, plans_dir: str | Path,
-                 category_map: str | Path | None = None) -> None:
+                 category_map: str | Path | None = None, *,
+                 max_cells: int = DEFAULT_MAX_CELLS) -> None:
         self.plans_dir = Path(plans_dir)
+        self.max_cells = max_cells  # rows x columns a grade sheet may reach
         self.categories: CategoryMap = load_category_map(category_map)
         self.model = DestinationModel.load(model_dir)
         # CatBoost's predict is not documented as re-entrant; serialise it.
@@ -113,7 +116,7 @@ class Engine:
 
         report(2, "正在读取成绩文件...")
         with stopwatch("read"):
-            cohort = read_grades(scores_file)
+            cohort = read_grades(scores_file, max_cells=self.max_cells)
         check_cancel()
         report(10, f"已读取成绩文件：{len(cohort.students)} 名学生")
         plans = {m: read_plan(plan_files[m], year, m, self.categories) for m in wanted}

@@ -44,7 +44,7 @@ def _grades_year(args: argparse.Namespace) -> int | None:
     if args.grades is None or args.year is None:
         raise ImportRefused("BAD_ARGUMENTS", "--grades 和 --year 必须一起使用")
     text = str(args.year).strip()
-    if not (text.isdigit() and len(text) == 4):
+    if not (text.isascii() and text.isdigit() and len(text) == 4):
         raise ImportRefused("BAD_YEAR", f"年级必须是四位数字，收到: {args.year}")
     return int(text)
 

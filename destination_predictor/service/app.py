@@ -25,7 +25,7 @@ from .logging_setup import build_logger, log_event
 from .manager import EXTENSION_KEY, TaskManager
 from .recovery import recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
-from .settings import SETTING_NAMES, load_settings
+from .settings import SETTING_NAMES, Settings, load_settings
 from .store import TaskStore
 
 # Room for the other form fields around the file itself.
@@ -49,8 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     logger = build_logger(settings.log_path, stderr=not app.config.get("TESTING", False))
     log_event(logger, "service.starting", port=settings.port, data_dir=settings.data_dir,
               execution=settings.execution, workers=settings.max_workers)
-    engine, engine_error = _load_engine(settings.model_dir, settings.plans_dir,
-                                        settings.category_map, logger)
+    engine, engine_error = _load_engine(engine_args(settings), logger)
 
     store = TaskStore(settings.db_path)
     runner = runner or _make_runner(settings, engine)
@@ -91,21 +90,21 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
 def _make_runner(settings: Any, engine: Any) -> Runner:
     if settings.execution == "thread":
         return ThreadRunner(engine)
-    return ProcessRunner(
-        EngineArgs(str(settings.model_dir), str(settings.plans_dir),
-                   str(settings.category_map) if settings.category_map else None),
-        nice=settings.child_nice)
+    return ProcessRunner(engine_args(settings), nice=settings.child_nice)
 
 
-def _load_engine(model_dir: Any, plans_dir: Any, category_map: Any,
-                 logger: Any) -> tuple[Any, str | None]:
+def engine_args(settings: Settings) -> EngineArgs:
+    return EngineArgs(str(settings.model_dir), str(settings.plans_dir),
+                      str(settings.category_map) if settings.category_map else None,
+                      max_cells=settings.max_cells, memory_mb=settings.job_memory_mb)
+
+
+def _load_engine(args: EngineArgs, logger: Any) -> tuple[Any, str | None]:
     """A service without a model still starts, so /health can say why it
     cannot predict; the reason is logged with its stack trace."""
     started = time.monotonic()
     try:
-        from ..engine import Engine
-
-        engine = Engine(model_dir, plans_dir, category_map)
+        engine = args.build()
     except PredictionError as exc:
         logger.error("event=engine.load_failed code=%s reason=%s", exc.code, exc.message)
         return None, exc.message

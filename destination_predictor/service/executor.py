@@ -258,9 +258,14 @@ class TaskExecutor:
                 log_event(self.log, "task.abandoned", task_id, reason="shutdown")
                 return
             self._remove_results(task_id)
-            log_event(self.log, "task.crashed", task_id, logging.ERROR, detail=str(exc))
-            self.store.update(task_id, lambda t: fail(
-                t, self.clock(), "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"))
+            log_event(self.log, "task.crashed", task_id, logging.ERROR, detail=str(exc),
+                      exitcode=exc.exitcode)
+            if exc.out_of_memory:
+                code, reason = "OUT_OF_MEMORY", ("预测进程超出内存上限而终止：文件可能已损坏或范围异常大，"
+                                                 "请检查文件后重新提交")
+            else:
+                code, reason = "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"
+            self.store.update(task_id, lambda t: fail(t, self.clock(), code, reason))
             return
         version = self.model_version()
         self.store.update(task_id, lambda t: complete(

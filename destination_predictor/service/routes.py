@@ -33,10 +33,15 @@ def _form_text(name: str) -> str | None:
     return value or None
 
 
+def _ascii_digits(raw: str, max_len: int) -> bool:
+    """Only 0-9: ``str.isdigit`` also accepts "²⁰²⁴" and "①②③④", which ``int`` refuses."""
+    return 0 < len(raw) <= max_len and raw.isascii() and raw.isdigit()
+
+
 def _parse_year(raw: str | None) -> int:
     if raw is None:
         raise ServiceError("MISSING_YEAR", "缺少年级参数 year（例如 2024）")
-    if not raw.isdigit() or len(raw) != 4:
+    if len(raw) != 4 or not _ascii_digits(raw, 4):
         raise ServiceError("BAD_YEAR", "年级 year 必须是四位数字，例如 2024")
     return int(raw)
 
@@ -95,7 +100,7 @@ def list_tasks() -> tuple[Response, int]:
     if status is not None and status not in WIRE_STATUSES:
         raise ServiceError("BAD_STATUS", "status 只能是 pending、running、completed 或 failed")
     raw_limit = request.args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
+    if not _ascii_digits(raw_limit, 3) or not 1 <= int(raw_limit) <= MAX_LIST_LIMIT:
         raise ServiceError("BAD_LIMIT", f"limit 必须是 1 到 {MAX_LIST_LIMIT} 之间的整数")
     tasks = current_manager().list_tasks(status, int(raw_limit))
     return ok({"tasks": tasks, "count": len(tasks)})

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import resource
+import signal
 import threading
 import time
 import traceback
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..engine.errors import PredictionCancelled, PredictionError
+from ..engine.excel import DEFAULT_MAX_CELLS
 from ..engine.options import PredictConfig
 
 ProgressFn = Callable[[int, str], None]
@@ -46,9 +49,19 @@ class Stoppable(Protocol):
 
 @dataclass(frozen=True)
 class EngineArgs:
+    """What a job process needs to build its own ``Engine``, and its limits."""
+
     model_dir: str
     plans_dir: str
     category_map: str | None
+    max_cells: int = DEFAULT_MAX_CELLS
+    memory_mb: int = 0  # address-space limit of the job process; 0 = none
+
+    def build(self) -> Any:
+        from ..engine import Engine
+
+        return Engine(self.model_dir, self.plans_dir, self.category_map,
+                      max_cells=self.max_cells)
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,20 @@ class TaskTimedOut(Exception):
 
 
 class JobCrashed(Exception):
-    """The run died without an answer (child killed, unexpected exception)."""
+    """The run died without an answer (child killed, unexpected exception).
+
+    ``out_of_memory`` when the job process ran out of memory: a ``MemoryError``
+    in Python, or an abort/kill signal (a Rust allocation that failed under
+    ``PREDICT_JOB_MEMORY_MB`` aborts the process; the kernel's OOM killer kills it).
+    """
+
+    def __init__(self, detail: str, *, exitcode: int | None = None) -> None:
+        super().__init__(detail)
+        self.exitcode = exitcode
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.exitcode in (-signal.SIGABRT, -signal.SIGKILL) or "MemoryError" in str(self)
 
 
 class Runner(Protocol):
@@ -181,7 +207,8 @@ class ProcessRunner:
                         msg = res_r.recv()
                     except EOFError:
                         proc.join(2.0)
-                        raise JobCrashed(f"child exited with code {proc.exitcode}") from None
+                        raise JobCrashed(f"child exited with code {proc.exitcode}",
+                                         exitcode=proc.exitcode) from None
                     kind = msg[0]
                     if kind == "progress":
                         progress(int(msg[1]), str(msg[2]))
@@ -208,7 +235,8 @@ class ProcessRunner:
                         raise PredictionCancelled()
                 if not proc.is_alive() and not res_r.poll(0):
                     proc.join()
-                    raise JobCrashed(f"child exited with code {proc.exitcode}")
+                    raise JobCrashed(f"child exited with code {proc.exitcode}",
+                                     exitcode=proc.exitcode)
         finally:
             _stop(proc, 2.0 if answered else 0.0)
             res_r.close()
@@ -237,11 +265,21 @@ def _stop(proc: Any, grace_s: float) -> None:
         proc.join(5.0)
 
 
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space: an allocation beyond it fails in the
+    job process (a reader bug, a hostile file the checks missed), which then
+    dies alone -- the service and the other jobs go on."""
+    if megabytes > 0:
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 def _child_main(engine_args: EngineArgs, spec: JobSpec, results: Any, control: Any,
                 nice: int) -> None:
     """Entry point of the job process; every outcome becomes one message."""
     if nice:
         os.nice(nice)
+    limit_memory(engine_args.memory_mb)
     cancel = threading.Event()
 
     def watch_parent() -> None:
@@ -254,9 +292,7 @@ def _child_main(engine_args: EngineArgs, spec: JobSpec, results: Any, control: A
 
     threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
     try:
-        from ..engine import Engine
-
-        engine = Engine(engine_args.model_dir, engine_args.plans_dir, engine_args.category_map)
+        engine = engine_args.build()
         result = engine.run(
             spec.upload_path, spec.year, major=spec.major,
             config=PredictConfig.parse(spec.config), out_dir=spec.out_dir,

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..engine.excel import DEFAULT_MAX_CELLS
+
 ENV_PREFIX = "PREDICT_"
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -74,6 +76,8 @@ class Settings:
     execution: str = setting("process", _execution)
     clean_interval_s: float = setting(600.0, float, minimum=0.05)
     child_nice: int = setting(10, int, minimum=0)
+    max_cells: int = setting(DEFAULT_MAX_CELLS, int, minimum=1)
+    job_memory_mb: int = setting(6144, int, minimum=0)
 
     @property
     def uploads_dir(self) -> Path:
