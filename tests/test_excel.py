@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.hostile import plain_xls, plain_xlsx, xls_with_dimensions, xlsx_with_cell
+from support.hostile import (
+    PANIC_SEEDS,
+    mutated_xls,
+    plain_xls,
+    plain_xlsx,
+    xls_with_dimensions,
+    xlsx_with_cell,
+)
 
 from destination_predictor.engine.errors import PredictionError
 from destination_predictor.engine.excel import (
@@ -91,4 +98,19 @@ def test_not_a_workbook_is_left_to_the_reader(tmp_path: Path) -> None:
     assert check_extent(write(tmp_path, "x.xlsx", b"PK\x03\x04 broken")) == Extent(0, 0)
     with pytest.raises(PredictionError) as refused:
         read_grades(write(tmp_path, "y.xlsx", b"PK\x03\x04 broken"))
+    assert refused.value.code == "CORRUPT_WORKBOOK"
+
+
+@pytest.mark.parametrize("seed", PANIC_SEEDS)
+def test_a_reader_panic_is_a_corrupt_workbook(tmp_path: Path, seed: int) -> None:
+    """pyo3's PanicException is a BaseException: it passed every handler and
+    killed the pool thread (thread mode) or became INTERNAL_ERROR."""
+    import fastexcel
+
+    data = mutated_xls(seed)
+    with pytest.raises(BaseException) as raw:  # noqa: PT011 - what the reader itself raises
+        fastexcel.read_excel(data).load_sheet(0, dtypes="string").to_arrow()
+    assert type(raw.value).__name__ == "PanicException", "the seed no longer panics the reader"
+    with pytest.raises(PredictionError) as refused:
+        read_grades(write(tmp_path, "g.xls", data))
     assert refused.value.code == "CORRUPT_WORKBOOK"
