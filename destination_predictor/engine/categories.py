@@ -8,6 +8,7 @@ leaves most features empty.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class CategoryMap:
     prefixes: tuple[tuple[str, str], ...] = ()
     suffixes: tuple[tuple[str, str], ...] = ()
     source: str = ""
+    digest: str = ""  # sha256 of the map file's bytes (part of a run's fingerprint)
     _cache: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def lookup(self, text: object) -> str | None:
@@ -71,7 +73,8 @@ def load_category_map(path: str | Path | None = None) -> CategoryMap:
     """Load a map file; refuse one that names a feature the model does not have."""
     p = Path(path) if path else default_map_path()
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        raw = p.read_bytes()
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError as exc:
         raise PredictionError("CATEGORY_MAP_MISSING", f"找不到类别映射文件: {p}") from exc
     except ValueError as exc:
@@ -104,4 +107,5 @@ def load_category_map(path: str | Path | None = None) -> CategoryMap:
         prefixes=tuple(sorted(prefixes.items(), key=by_len)),
         suffixes=tuple(sorted(suffixes.items(), key=by_len)),
         source=str(p),
+        digest=hashlib.sha256(raw).hexdigest(),
     )

@@ -7,6 +7,7 @@ map) and is shared by threads; everything per run lives in locals.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from . import features, inverse
 from .categories import CategoryMap, load_category_map
 from .errors import PredictionCancelled, PredictionError
@@ -60,6 +62,23 @@ class Engine:
     @property
     def model_version(self) -> str:
         return self.model.version
+
+    def fingerprint(self, year: int, major: str | None) -> str:
+        """What a run's results depend on besides the upload and the options:
+        the engine version, the model, the category map, ``majors.json`` and
+        the content of every plan the run would read. Two runs with the same
+        fingerprint, upload and options write the same workbooks (the result
+        cache relies on it: a plan edited in place gives a new fingerprint)."""
+        digest = hashlib.sha256()
+        digest.update(f"engine={__version__}\nmodel={self.model.version}\n".encode())
+        digest.update(self.categories.digest.encode())
+        plans = find_plans(self.plans_dir, year)
+        names = [major] if major is not None and major in plans else sorted(plans)
+        for path in [self.plans_dir / "majors.json", *(plans[m] for m in names)]:
+            digest.update(f"\n{path.name}\n".encode())
+            if path.is_file():
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
 
     def majors_by_year(self) -> dict[int, list[dict[str, str]]]:
         return catalogue(self.plans_dir)

@@ -83,7 +83,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     if isinstance(runner, ProcessRunner):
         threading.Thread(target=runner.warm_up, name="forkserver-warm-up", daemon=True).start()
     log_event(logger, "service.started", requeued=len(report.requeued),
-              recovery_failed=len(report.failed), model_loaded=engine is not None)
+              recovery_failed=len(report.failed), staging_removed=report.removed_staging,
+              model_loaded=engine is not None)
     return app
 
 

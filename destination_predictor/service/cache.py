@@ -1,7 +1,8 @@
 """The result cache: identical work is done once.
 
-Two tasks are identical when the uploaded bytes, year, major, config and model
-version are the same. A new identical task completes at once with its own
+Two tasks are identical when the uploaded bytes, year, major, config and the
+engine's inputs (engine version, model, category map, the plans' content) are
+the same. A new identical task completes at once with its own
 copies of the earlier task's files (hard links where the file system allows),
 named under its own task id, so expiry and downloads stay per task.
 """
@@ -25,10 +26,12 @@ from .task import InvalidTransition, Task, complete
 
 
 def cache_key(file_sha256: str, year: int, major: str | None, config: dict[str, Any],
-              model_version: str) -> str:
+              fingerprint: str) -> str:
+    """``fingerprint`` is ``Engine.fingerprint``: engine version, model, category
+    map and the plans the run reads, so editing a plan invalidates its results."""
     canonical = json.dumps(
         {"file": file_sha256, "year": year, "major": major, "config": config,
-         "model": model_version},
+         "inputs": fingerprint},
         sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

@@ -39,10 +39,28 @@ def close_logger(logger: logging.Logger) -> None:
         handler.close()
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(text: str) -> str:
+    """Every character a terminal could act on becomes visible text: ANSI
+    escapes, CR, VT, U+2028 in a client's file name never reach the log raw."""
+    out = []
+    for c in text:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif not c.isprintable():
+            out.append(f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _value(v: Any) -> str:
     text = str(v)
-    if text == "" or any(c.isspace() or c in '"=' for c in text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    escaped = _escape(text)
+    if text == "" or escaped != text or any(c.isspace() or c in '"=' for c in text):
+        return '"' + escaped + '"'
     return text
 
 

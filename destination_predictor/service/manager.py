@@ -109,7 +109,8 @@ class TaskManager:
             id=new_task_id(), seq=self.store.next_seq(), year=year, major=major,
             file_name=saved.original_name, upload_name=saved.stored_name,
             file_sha256=saved.sha256, config=config, priority=priority,
-            cache_key=cache_key(saved.sha256, year, major, config, version),
+            cache_key=cache_key(saved.sha256, year, major, config,
+                                engine.fingerprint(year, major)),
             created_at=self.clock(), model_version=version)
         self.store.add(task)
         log_event(self.log, "task.created", task.id, year=year, major=major, priority=priority,

@@ -11,6 +11,7 @@ clear reason instead.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,12 +27,19 @@ from .task import MAX_ATTEMPTS, RUNNING, fail, requeue
 class RecoveryReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    removed_staging: int = 0
 
 
 def recover(store: TaskStore, executor: TaskExecutor, *, uploads_dir: Path, results_dir: Path,
             logger: logging.Logger, clock: Callable[[], float] = time.time) -> RecoveryReport:
     """Run once, before the executor's threads start."""
     report = RecoveryReport()
+    # A job killed mid-write leaves its staging folder of half-written
+    # workbooks (engine.reports.write_reports); nothing runs yet, so all go.
+    for staging in results_dir.glob(".staging-*"):
+        if staging.is_dir() and not staging.is_symlink():
+            shutil.rmtree(staging, ignore_errors=True)
+            report.removed_staging += 1
     for task in store.active():
         if task.status is RUNNING:
             # Partial output of the interrupted run; the re-run writes it anew.

@@ -143,7 +143,14 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         else:
             raw = f.default
         values[f.name] = _parse(name, raw, f.metadata["parse"], f.metadata["minimum"])
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.retention_s <= settings.task_timeout_s:
+        # Files younger than the retention are kept; a shorter retention than a
+        # task may run would sweep a running task's half-written results.
+        raise SettingsError(
+            f"PREDICT_RETENTION_HOURS ({settings.retention_hours:g} h) must be longer than "
+            f"PREDICT_TASK_TIMEOUT_S ({settings.task_timeout_s:g} s)")
+    return settings
 
 
 def _parse(name: str, raw: Any, parse: Any, minimum: float | None) -> Any:
