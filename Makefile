@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
-HOST ?= 0.0.0.0
+HOST ?= 127.0.0.1
 
 .PHONY: run test lint bench bench-api system-deps clean
 

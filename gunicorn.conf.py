@@ -11,7 +11,7 @@ responsive.
 
 import os
 
-bind = f"{os.environ.get('PREDICT_HOST', '0.0.0.0')}:{os.environ.get('PREDICT_PORT', '8080')}"
+bind = f"{os.environ.get('PREDICT_HOST', '127.0.0.1')}:{os.environ.get('PREDICT_PORT', '8080')}"
 workers = 1
 worker_class = "gthread"
 threads = int(os.environ.get("PREDICT_HTTP_THREADS", "8"))
@@ -27,6 +27,16 @@ keepalive = 5
 accesslog = os.environ.get("PREDICT_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("PREDICT_LOG_LEVEL", "info")
+
+
+def on_starting(server):
+    """Refuse to listen beyond loopback without a token (service/exposure.py);
+    files the workers create (uploads, results, logs, task store) are private."""
+    from destination_predictor.service.exposure import bind_host, check_exposure
+    from destination_predictor.service.settings import load_settings
+
+    os.umask(0o077)
+    check_exposure([bind_host(b) for b in server.cfg.bind], load_settings(), server.log)
 
 
 def worker_exit(server, worker):  # noqa: ARG001 - gunicorn hook signature

@@ -13,6 +13,7 @@ import hmac
 from flask import Flask, request
 
 from .errors import ServiceError
+from .exposure import is_loopback
 
 
 def presented_token() -> str | None:
@@ -29,6 +30,15 @@ def token_matches(presented: str | None, expected: str) -> bool:
     if presented is None:
         return False
     return hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8"))
+
+
+def may_see_details(token: str | None) -> bool:
+    """Whether this request may see the service's internals (pid, disk, counts,
+    paths) on an open route such as ``/health``: with the right token, or --
+    when no token is configured -- only from loopback."""
+    if token:
+        return token_matches(presented_token(), token)
+    return is_loopback(request.remote_addr or "")
 
 
 def init_app(app: Flask, token: str | None) -> None:

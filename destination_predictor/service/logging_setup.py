@@ -24,6 +24,7 @@ def build_logger(log_path: Path, *, stderr: bool = True) -> logging.Logger:
     formatter = logging.Formatter(_FORMAT)
     file_handler = RotatingFileHandler(log_path, maxBytes=MAX_LOG_BYTES,
                                        backupCount=LOG_BACKUPS, encoding="utf-8")
+    log_path.chmod(0o600)  # file names and reasons of students' uploads
     file_handler.setFormatter(formatter)
     logger.addHandler(file_handler)
     if stderr:

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, jsonify, request, send_file
 
 from ..engine.errors import PredictionError
 from ..engine.options import PredictConfig
+from .auth import may_see_details
 from .errors import ServiceError
 from .manager import current_manager
 from .responses import ok
@@ -23,6 +24,8 @@ health_bp = Blueprint("health", __name__)
 
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_LIST_LIMIT = 500
+# What /health tells anyone; the rest (pid, disk, counts, paths) needs the token.
+PUBLIC_HEALTH_FIELDS = ("status", "version", "model_loaded")
 
 
 def _form_text(name: str) -> str | None:
@@ -115,8 +118,12 @@ def list_majors() -> tuple[Response, int]:
 @health_bp.get("/health")
 def health() -> tuple[Response, int]:
     """Open without a token; 503 while the model is not loaded, so a load
-    balancer stops sending work to an instance that cannot predict."""
-    info = current_manager().health()
+    balancer stops sending work to an instance that cannot predict. Without
+    the token it says only ok/degraded and the version."""
+    manager = current_manager()
+    info = manager.health()
+    if not may_see_details(manager.settings.api_token):
+        info = {k: info[k] for k in PUBLIC_HEALTH_FIELDS}
     if not info["model_loaded"]:
         body = {"success": False, "error": "预测模型未加载", "code": "MODEL_UNAVAILABLE",
                 "status": info["status"], "data": info}

@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import sys
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from .settings import PROJECT_DIR
+from .exposure import ExposureRefused, check_exposure, is_loopback
+from .settings import PROJECT_DIR, SettingsError, load_settings
 
 CONFIG_FILE = PROJECT_DIR / "gunicorn.conf.py"
 
@@ -49,13 +51,29 @@ def serve(host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="学生去向预测异步服务")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PREDICT_PORT", "8080")))
-    parser.add_argument("--host", default=os.environ.get("PREDICT_HOST", "0.0.0.0"))
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"错误: 配置无效：{exc}", file=sys.stderr)
+        return 2
+    parser.add_argument("--port", type=int, default=settings.port)
+    parser.add_argument("--host", default=settings.host,
+                        help="监听地址（默认只监听本机 127.0.0.1；其他地址需要 PREDICT_API_TOKEN）")
     parser.add_argument("--debug", action="store_true",
-                        help="Flask development server with debug output (never in production)")
+                        help="Flask development server with debug output; loopback only")
     args = parser.parse_args(argv)
-    # The port names the log file (async_api_{port}.log), so settings must see it.
+    # The port names the log file (async_api_{port}.log) and the host is checked
+    # again by gunicorn's on_starting hook, so both go through the environment.
     os.environ["PREDICT_PORT"] = str(args.port)
+    os.environ["PREDICT_HOST"] = args.host
+    if args.debug and not is_loopback(args.host):
+        print("错误: --debug 只允许监听本机地址（如 127.0.0.1）", file=sys.stderr)
+        return 2
+    try:
+        check_exposure([args.host], settings)
+    except ExposureRefused as exc:
+        print(f"错误: {exc}", file=sys.stderr)
+        return 2
     if args.debug:
         from .app import create_app
 

@@ -43,6 +43,17 @@ def _optional_text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
 
 
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be 1 or 0")
+
+
 def _execution(value: Any) -> str:
     mode = str(value).strip().lower()
     if mode not in EXECUTION_MODES:
@@ -76,6 +87,8 @@ class Settings:
     execution: str = setting("process", _execution)
     clean_interval_s: float = setting(600.0, float, minimum=0.05)
     child_nice: int = setting(10, int, minimum=0)
+    host: str = setting("127.0.0.1", str)
+    allow_anonymous: bool = setting(False, _flag)
     max_cells: int = setting(DEFAULT_MAX_CELLS, int, minimum=1)
     job_memory_mb: int = setting(6144, int, minimum=0)
 
@@ -113,8 +126,11 @@ class Settings:
         return self.retention_hours * 3600.0
 
     def ensure_dirs(self) -> None:
-        for d in (self.data_dir, self.uploads_dir, self.results_dir, self.staging_dir):
+        """The data folders, readable by the service's user only (they hold grades)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.uploads_dir, self.results_dir, self.staging_dir):
             d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o700)
 
 
 

@@ -84,6 +84,7 @@ class TaskStore:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(str(db_path), check_same_thread=False,
                                      isolation_level=None, timeout=10.0)
+        db_path.chmod(0o600)  # every task's file name, summary and warnings
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
