@@ -1,16 +1,21 @@
-"""Shared fixtures: an app over a temporary data dir, with the repository's
-demo model (``models/``) and plans (``plans/``), and its test client.
+"""Fixtures only (helpers live in ``tests/support/``): apps over a temporary
+data dir, with the repository's demo model (``models/``) and plans
+(``plans/``), and their test client.
 
 Every test gets a fresh data dir, so tasks, uploads and results never leak
 between tests. Jobs run in pool threads here (``PREDICT_EXECUTION=thread``)
 because that is faster to start; the child-process mode is exercised by the
 real-gunicorn tests.
+
+Every app a test builds comes from ``make_app``, which shuts it down at
+teardown even when the test failed, so no pool thread, cleaner thread or
+data-dir lock outlives its test.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +23,17 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-REPO = Path(__file__).resolve().parents[1]
-# The repository's demo model and plans, for the tests about them exactly.
-DEMO_MODELS_DIR = REPO / "models"
-DEMO_PLANS_DIR = REPO / "plans"
-# Overridable to try the suite against another model or plan set.
-MODELS_DIR = Path(os.environ.get("PREDICT_TEST_MODEL_DIR") or DEMO_MODELS_DIR)
-PLANS_DIR = Path(os.environ.get("PREDICT_TEST_PLANS_DIR") or DEMO_PLANS_DIR)
+# DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO: temporary, for the importer tests that
+# still import them from conftest; they go once those import support.paths.
+from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, MODELS_DIR, PLANS_DIR, REPO  # noqa: F401
+from support.service import FakeRunner, grade_workbook
+
+MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture
 def app_config(tmp_path: Path) -> dict[str, Any]:
-    """The mapping given to ``create_app``; tests may change it before ``app`` is built."""
+    """The mapping ``make_app`` gives ``create_app``; tests may change it before building."""
     return {
         "TESTING": True,
         "PREDICT_DATA_DIR": tmp_path / "data",
@@ -42,14 +46,43 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+def make_app(app_config: dict[str, Any]) -> Iterator[MakeApp]:
+    """``make_app(config=None, runner=None)`` builds an app (``config`` defaults to
+    this test's ``app_config`` as it is at the call); every app built is shut
+    down at teardown, newest first, even if the test failed or shut it down
+    itself (``shutdown`` is idempotent)."""
     from destination_predictor.service import create_app
 
-    application = create_app(app_config)
-    yield application
-    application.extensions["predict"].shutdown(wait_s=30.0)
+    with contextlib.ExitStack() as apps:
+        def make(config: Mapping[str, Any] | None = None, runner: Any = None) -> Flask:
+            application = create_app(app_config if config is None else config, runner=runner)
+            apps.callback(application.extensions["predict"].shutdown, wait_s=30.0)
+            return application
+
+        yield make
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
 
 
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def fake_app(app_config: dict[str, Any], make_app: MakeApp) -> Iterator[tuple[Flask, FakeRunner]]:
+    """An app whose jobs are a held ``FakeRunner`` (released at teardown):
+    one worker, at most three tasks waiting."""
+    runner = FakeRunner()
+    app_config.update(PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=3)
+    yield make_app(runner=runner), runner
+    runner.release.set()
+
+
+@pytest.fixture(scope="session")
+def grades(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated grade workbook of 40 students of 2023 (read-only for tests)."""
+    return grade_workbook(tmp_path_factory.mktemp("grades") / "成绩 2023级.xlsx", 40, seed=7)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from flask import Flask, Response, jsonify, send_file
-from live_server import LiveServer
+from support.live_server import LiveServer
+from support.paths import REPO
 from werkzeug.serving import make_server
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 CHECK_SCRIPT = REPO / "test-async-api.py"
 TOKEN = "test-token-0123456789abcdef"
 

@@ -10,11 +10,9 @@ import json
 import pkgutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from support.paths import REPO
 
 WEB_AND_DATABASE = ("flask", "werkzeug", "sqlalchemy", "requests")
 

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from engine_support import REF_EXACT_MAP, REF_PLANS, needs_reference
+from support.engine import REF_EXACT_MAP, REF_PLANS, needs_reference
 
 from destination_predictor.engine.categories import BASE, load_category_map, normalise
 from destination_predictor.engine.errors import PredictionError

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from live_server import LiveServer
+from support.live_server import LiveServer
+from support.paths import REPO
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -385,31 +385,20 @@ def test_monitor_reports_what_the_panel_shows(client: Any, app: Any) -> None:
     ("sqlite:///predictions.sqlite3", True),
     ("mysql://user@host/db", False),
 ])
-def test_monitor_offers_import_only_when_it_can_work(app_config: dict[str, Any], url: str,
-                                                    enabled: bool) -> None:
-    from destination_predictor.service import create_app
-
+def test_monitor_offers_import_only_when_it_can_work(app_config: dict[str, Any], make_app: Any,
+                                                    url: str, enabled: bool) -> None:
     app_config["PREDICT_DATABASE_URL"] = url
-    application = create_app(app_config)
-    try:
-        data = application.test_client().get("/api/monitor").get_json()["data"]
-        assert data["import_enabled"] is enabled
-    finally:
-        application.extensions["predict"].shutdown(wait_s=10.0)
+    data = make_app().test_client().get("/api/monitor").get_json()["data"]
+    assert data["import_enabled"] is enabled
 
 
-def test_monitor_needs_the_token_but_the_page_does_not(app_config: dict[str, Any]) -> None:
-    from destination_predictor.service import create_app
-
+def test_monitor_needs_the_token_but_the_page_does_not(app_config: dict[str, Any],
+                                                       make_app: Any) -> None:
     app_config["PREDICT_API_TOKEN"] = TOKEN
-    application = create_app(app_config)
-    try:
-        c = application.test_client()
-        refused = c.get("/api/monitor")
-        assert refused.status_code == 401
-        assert refused.get_json()["success"] is False and refused.get_json()["error"]
-        assert c.get("/api/monitor", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
-        assert c.get("/").status_code == 200  # the page itself asks for the token
-        assert c.get("/console/static/main.js").status_code == 200
-    finally:
-        application.extensions["predict"].shutdown(wait_s=10.0)
+    c = make_app().test_client()
+    refused = c.get("/api/monitor")
+    assert refused.status_code == 401
+    assert refused.get_json()["success"] is False and refused.get_json()["error"]
+    assert c.get("/api/monitor", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert c.get("/").status_code == 200  # the page itself asks for the token
+    assert c.get("/console/static/main.js").status_code == 200

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_MODELS_DIR as MODELS
-from conftest import DEMO_PLANS_DIR as PLANS
 from openpyxl import load_workbook
+from support.paths import DEMO_MODELS_DIR as MODELS
+from support.paths import DEMO_PLANS_DIR as PLANS
 
 from destination_predictor.demo import curricula
 from destination_predictor.demo.curricula import (

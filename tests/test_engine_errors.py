@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from engine_support import (
+from support.engine import (
     GRADE_HEADER,
     PARITY_GRADES,
     PROJECT,

@@ -8,7 +8,7 @@ import openpyxl
 import pandas as pd
 import pytest
 import xlwt
-from engine_support import (
+from support.engine import (
     GRADE_HEADER,
     PARITY_GRADES,
     REF_EXACT_MAP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from engine_support import (
+from support.engine import (
     COMPARE_TOOL,
     PARITY_EXPECTED,
     PARITY_GRADES,

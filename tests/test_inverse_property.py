@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from engine_support import REF_EXACT_MAP, REF_MODEL, REF_PLANS, needs_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.engine import REF_EXACT_MAP, REF_MODEL, REF_PLANS, needs_reference
 
 from destination_predictor.engine import Engine, literal
 from destination_predictor.engine.categories import load_category_map

@@ -23,8 +23,8 @@ from typing import Any
 import openpyxl
 import pytest
 import requests
-from conftest import MODELS_DIR, PLANS_DIR
-from live_server import LiveServer
+from support.live_server import LiveServer
+from support.paths import MODELS_DIR, PLANS_DIR
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
-"""Shared helpers for the engine tests: reference data paths and tiny
-workbook writers (openpyxl keeps header text exactly, trailing spaces too)."""
+"""Helpers for the engine tests: reference data paths and tiny workbook
+writers (openpyxl keeps header text exactly, trailing spaces too)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-PROJECT = Path(__file__).resolve().parent.parent
+from support.paths import REPO
+
+PROJECT = REPO
 SHARED = PROJECT.parent / "shared"
 REF = SHARED / "reference"
 REF_MODEL = REF / "model"

@@ -1,0 +1,159 @@
+"""The service as operators run it, for the tests that need a real server:
+gunicorn with the project's ``gunicorn.conf.py`` (or ``python
+async_api_server.py``) on a free loopback port, in its own process group.
+
+The server's environment is this process's minus every inherited
+``PREDICT_*`` variable, plus what the test gives: what the developer's shell
+happens to export never reaches the server under test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+
+from support.paths import REPO
+
+DEPLOY_SCRIPT = REPO / "deploy-async.sh"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_deploy_script(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(DEPLOY_SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    # Shown by pytest when a test fails: what the operator would have seen.
+    print(f"$ deploy-async.sh {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\nrc={proc.returncode}")
+    return proc
+
+
+class LiveServer:
+    """One server on a free port; ``start()`` again after a stop or ``kill9()``
+    restarts it on the same port and data dir, with a fresh log file.
+
+    Also a context manager: started on entry, stopped on exit.
+    """
+
+    def __init__(self, data_dir: Path, *, model_dir: Path, plans_dir: Path, token: str = "",
+                 env: dict[str, str] | None = None, script: bool = False,
+                 log_dir: Path | None = None, start_timeout: float = 90,
+                 stop_timeout: float = 45) -> None:
+        self.data_dir = data_dir
+        self.model_dir = model_dir
+        self.plans_dir = plans_dir
+        self.token = token
+        self.extra_env = dict(env or {})
+        self.script = script
+        self.log_dir = log_dir if log_dir is not None else data_dir.parent
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"server-{self.port}-{self.starts}.log"
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICT_")}
+        env.update({"PREDICT_HOST": "127.0.0.1", "PREDICT_PORT": str(self.port),
+                    "PREDICT_DATA_DIR": str(self.data_dir),
+                    "PREDICT_MODEL_DIR": str(self.model_dir),
+                    "PREDICT_PLANS_DIR": str(self.plans_dir)})
+        if self.token:
+            env["PREDICT_API_TOKEN"] = self.token
+        env.update(self.extra_env)
+        return env
+
+    def command(self) -> list[str]:
+        if self.script:
+            return [sys.executable, "async_api_server.py", "--host", "127.0.0.1",
+                    "--port", str(self.port)]
+        # gunicorn.conf.py binds to PREDICT_HOST:PREDICT_PORT.
+        return [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py"),
+                "async_api_server:app"]
+
+    def start(self) -> LiveServer:
+        """Start and wait for ``/health`` to answer 200; fails with the log's tail."""
+        self.starts += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(self.command(), cwd=REPO, env=self.environment(),
+                                         stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + self.start_timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.output_tail()}")
+            try:
+                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"server not healthy in {self.start_timeout:g} s:\n"
+                             f"{self.output_tail()}")
+
+    def output(self) -> str:
+        """The current run's log (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+    def output_tail(self, chars: int = 5000) -> str:
+        return self.output()[-chars:]
+
+    def stop(self) -> None:
+        """SIGTERM to this server's own process group (master, worker, job
+        processes), SIGKILL if it has not ended in ``stop_timeout`` seconds."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def kill9(self) -> int:
+        """SIGKILL the master, then the worker; returns the session id."""
+        assert self.proc is not None
+        worker = requests.get(f"{self.base}/health", timeout=5).json()["data"]["pid"]
+        os.kill(self.proc.pid, signal.SIGKILL)
+        os.kill(worker, signal.SIGKILL)
+        self.proc.wait(10)
+        return self.proc.pid
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return requests.get(self.base + path, headers=self.headers(), timeout=10, **kw)
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
