@@ -20,7 +20,7 @@ from ..engine.errors import PredictionCancelled, PredictionError
 from .cache import ResultCache
 from .logging_setup import log_event
 from .runner import JobCrashed, JobSpec, Runner, TaskTimedOut
-from .store import TaskNotFound, TaskStore
+from .store import StoreUnwritable, TaskNotFound, TaskStore
 from .task import (
     PENDING,
     InvalidTransition,
@@ -34,6 +34,8 @@ from .task import (
 )
 
 _RANK = {"high": 0, "normal": 1}
+# How often the watchdog restarts dead pool threads and retries unwritten failures.
+WATCH_INTERVAL_S = 2.0
 
 
 class QueueFull(Exception):
@@ -77,14 +79,57 @@ class TaskExecutor:
         self._running: dict[str, _Running] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = False
+        # Failures that could not be written (store unwritable): retried by the watchdog.
+        self._unrecorded: dict[str, tuple[str, str]] = {}
+        self._watchdog: threading.Thread | None = None
+        # Its own signal: waiting on the pool's condition would swallow a submit's notify().
+        self._stop_watch = threading.Event()
+        self.worker_restarts = 0
 
     # --- queue ------------------------------------------------------------
 
     def start(self) -> None:
-        for i in range(self.max_workers):
-            t = threading.Thread(target=self._work, name=f"predict-worker-{i + 1}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self._threads = [self._spawn(i) for i in range(self.max_workers)]
+        self._watchdog = threading.Thread(target=self._watch, name="predict-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def _spawn(self, index: int) -> threading.Thread:
+        t = threading.Thread(target=self._work, name=f"predict-worker-{index + 1}", daemon=True)
+        t.start()
+        return t
+
+    # --- health ---------------------------------------------------------------
+
+    def dead_workers(self) -> int:
+        """Pool threads that ended although the executor is not stopping (0 when healthy;
+        the watchdog restarts them within ``WATCH_INTERVAL_S``)."""
+        with self._cond:
+            if self._stopping:
+                return 0
+            return sum(1 for t in self._threads if not t.is_alive())
+
+    def unrecorded_failures(self) -> int:
+        with self._cond:
+            return len(self._unrecorded)
+
+    def _watch(self) -> None:
+        """Restart dead pool threads; write the failures the store refused earlier."""
+        while not self._stop_watch.wait(WATCH_INTERVAL_S):
+            with self._cond:
+                if self._stopping:
+                    return
+                for i, t in enumerate(self._threads):
+                    if not t.is_alive():
+                        self._threads[i] = self._spawn(i)
+                        self.worker_restarts += 1
+                        log_event(self.log, "executor.worker_restarted", None, logging.ERROR,
+                                  worker=t.name)
+                pending = dict(self._unrecorded)
+            for task_id, (code, message) in pending.items():
+                if self._record_failure(task_id, code, message):
+                    with self._cond:
+                        self._unrecorded.pop(task_id, None)
 
     def has_room(self) -> bool:
         with self._cond:
@@ -169,8 +214,9 @@ class TaskExecutor:
             for r in self._running.values():
                 r.abandon.set()
             self._cond.notify_all()
+        self._stop_watch.set()
         end = time.monotonic() + wait_s
-        for t in self._threads:
+        for t in [*self._threads, *([self._watchdog] if self._watchdog else [])]:
             t.join(max(0.0, end - time.monotonic()))
         self.runner.close()
         return not any(t.is_alive() for t in self._threads)
@@ -190,9 +236,21 @@ class TaskExecutor:
                 self._running[task_id] = control
             try:
                 self._execute(task_id, control)
-            except Exception:  # noqa: BLE001 - a pool thread must survive any task
+            except (KeyboardInterrupt, SystemExit):
+                # This thread ends (the watchdog starts another); its task must not
+                # stay running forever: the watchdog fails it.
+                with self._cond:
+                    self._unrecorded[task_id] = ("INTERNAL_ERROR", "执行线程意外停止，任务中止")
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the pool must survive any task
+                # BaseException too: a Rust panic (pyo3's PanicException) is one.
                 self.log.exception("event=executor.error task_id=%s", task_id)
-                self._fail_quietly(task_id, "INTERNAL_ERROR", "预测过程中发生内部错误")
+                code, message = "INTERNAL_ERROR", "预测过程中发生内部错误"
+                if isinstance(exc, StoreUnwritable):
+                    code, message = exc.code, exc.message
+                if not self._record_failure(task_id, code, message):
+                    with self._cond:
+                        self._unrecorded[task_id] = (code, message)
             finally:
                 with self._cond:
                     self._running.pop(task_id, None)
@@ -281,9 +339,14 @@ class TaskExecutor:
         for p in self.results_dir.glob(f"{task_id}_*"):
             p.unlink(missing_ok=True)
 
-    def _fail_quietly(self, task_id: str, code: str, message: str) -> None:
+    def _record_failure(self, task_id: str, code: str, message: str) -> bool:
+        """Fail the task; False when the store cannot be written now (retry later)."""
         try:
             self.store.update(task_id, lambda t: fail(t, self.clock(), code, message))
         except (InvalidTransition, TaskNotFound):
             pass  # already finished or gone; the error itself is logged by the caller
+        except StoreUnwritable:
+            return False
         self._remove_results(task_id)
+        log_event(self.log, "task.failed", task_id, logging.WARNING, code=code)
+        return True

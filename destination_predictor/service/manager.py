@@ -8,6 +8,7 @@ HTTP status comes from ``errors.HTTP_STATUS``, not from here.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -94,12 +95,18 @@ class TaskManager:
         major = self.resolve_major(year, major)
         if not self.executor.has_room():
             raise _queue_full()
+        if self._disk_low(self._free_bytes()):
+            raise _disk_full()
         try:
             saved = save_upload(
                 stream, filename, uploads_dir=self.settings.uploads_dir,
                 staging_dir=self.settings.staging_dir,
                 max_bytes=self.settings.max_upload_bytes,
                 max_unzipped_bytes=self.settings.max_unzipped_bytes)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _disk_full() from exc
+            raise
         except UploadRejected as exc:
             log_event(self.log, "upload.rejected", None, logging.WARNING, code=exc.code,
                       file=filename)
@@ -205,14 +212,38 @@ class TaskManager:
 
     # --- operations ---------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def _free_bytes(self) -> int | None:
         try:
-            free = shutil.disk_usage(self.settings.data_dir).free
+            return shutil.disk_usage(self.settings.data_dir).free
         except OSError:
-            free = None
+            return None
+
+    def _disk_low(self, free: int | None) -> bool:
+        return free is not None and free < self.settings.min_free_mb * 1024 * 1024
+
+    def problems(self, free: int | None = None) -> list[tuple[str, str]]:
+        """What keeps the service from doing its work, as (code, Chinese reason); empty when
+        healthy. ``/health`` answers 503 with the first; uploads are refused while the disk
+        is low. Each check is cheap: a store write is only tried after one failed."""
+        found: list[tuple[str, str]] = []
+        if self.engine is None:
+            found.append(("MODEL_UNAVAILABLE", "预测模型未加载"))
+        dead = self.executor.dead_workers()
+        if dead:
+            found.append(("WORKER_DEAD", f"{dead} 个执行线程已停止（正在重启）"))
+        if not self.store.writable() or self.executor.unrecorded_failures():
+            found.append(("STORE_UNWRITABLE", "任务记录无法写入（数据目录磁盘已满或不可写）"))
+        if self._disk_low(self._free_bytes() if free is None else free):
+            found.append(("DISK_FULL", f"数据目录可用空间低于 {self.settings.min_free_mb:g} MB"))
+        return found
+
+    def health(self) -> dict[str, Any]:
+        free = self._free_bytes()
+        problems = self.problems(free)
         counts = self.store.counts()
         return {
-            "status": "ok" if self.engine is not None else "degraded",
+            "status": "ok" if not problems else "degraded",
+            "problems": [{"code": c, "reason": r} for c, r in problems],
             "version": __version__,
             "model_loaded": self.engine is not None,
             "model_version": self.engine.model_version if self.engine is not None else None,
@@ -228,6 +259,7 @@ class TaskManager:
             "free_disk_mb": round(free / 1024 / 1024, 1) if free is not None else None,
             "uptime_s": round(self.clock() - self.started_at, 1),
             "pid": os.getpid(),
+            "worker_restarts": self.executor.worker_restarts,
         }
 
     def disk_usage(self) -> dict[str, int]:
@@ -255,6 +287,11 @@ class TaskManager:
             self.store.release_data_dir()  # a thread still finishing may write to the db
         log_event(self.log, "service.stopped")
         close_logger(self.log)
+
+
+def _disk_full() -> ServiceError:
+    return ServiceError("DISK_FULL", "服务器数据目录空间不足，暂时无法接收新任务，请稍后再试或联系管理员",
+                        {"Retry-After": "60"})
 
 
 def _queue_full() -> ServiceError:

@@ -122,10 +122,12 @@ def health() -> tuple[Response, int]:
     the token it says only ok/degraded and the version."""
     manager = current_manager()
     info = manager.health()
+    problems = info["problems"]
     if not may_see_details(manager.settings.api_token):
         info = {k: info[k] for k in PUBLIC_HEALTH_FIELDS}
-    if not info["model_loaded"]:
-        body = {"success": False, "error": "预测模型未加载", "code": "MODEL_UNAVAILABLE",
-                "status": info["status"], "data": info}
+    if problems:
+        first = problems[0]
+        body = {"success": False, "error": "；".join(p["reason"] for p in problems),
+                "code": first["code"], "status": info["status"], "data": info}
         return jsonify(body), 503
     return ok(info, status=info["status"])

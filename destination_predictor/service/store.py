@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import ServiceError
 from .task import ACTIVE, COMPLETED, Task, TaskState
 
 _SCHEMA = """
@@ -29,7 +30,18 @@ CREATE TABLE IF NOT EXISTS tasks (
     record     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tasks_cache_key ON tasks (cache_key);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+class StoreUnwritable(ServiceError):
+    """The task store could not be written (disk full, read-only file system).
+
+    The change was not made: neither on disk nor in memory."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("STORE_UNWRITABLE", "任务记录无法写入（数据目录磁盘已满或不可写），请联系管理员")
+        self.detail = detail
 
 
 class TaskNotFound(KeyError):
@@ -93,6 +105,7 @@ class TaskStore:
             task = Task.from_record(json.loads(record))
             self._tasks[task.id] = task
         self._next_seq = max((t.seq for t in self._tasks.values()), default=0) + 1
+        self.write_error: str | None = None  # the last failed write, until one succeeds
 
     def close(self) -> None:
         with self._lock:
@@ -170,7 +183,29 @@ class TaskStore:
         found.sort(key=lambda t: t.seq, reverse=True)
         return found
 
+    def writable(self) -> bool:
+        """Whether a write goes through now (tried only after a write failed)."""
+        with self._lock:
+            if self.write_error is None:
+                return True
+            try:
+                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                   ("probe", str(time.time())))
+            except sqlite3.Error as exc:
+                self.write_error = str(exc)
+                return False
+            self.write_error = None
+            return True
+
     def _write(self, task: Task) -> None:
+        try:
+            self._upsert(task)
+        except sqlite3.Error as exc:
+            self.write_error = str(exc)
+            raise StoreUnwritable(str(exc)) from exc
+        self.write_error = None
+
+    def _upsert(self, task: Task) -> None:
         self._conn.execute(
             "INSERT INTO tasks (id, seq, status, cache_key, created_at, record) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
