@@ -11,6 +11,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from support.service import finished, start, wait_for
 
+from destination_predictor.service.cache import cache_key
+
 
 def test_result_cache_reuses_identical_work(app: Flask, client: FlaskClient, grades: Path) -> None:
     first = start(client, grades.read_bytes()).json["data"]["task_id"]
@@ -32,3 +34,15 @@ def test_result_cache_reuses_identical_work(app: Flask, client: FlaskClient, gra
     third = start(client, grades.read_bytes(), config=json.dumps({"max_grade": 85}))
     data = wait_for(client, third.json["data"]["task_id"], finished)
     assert data["status"] == "completed" and data["cached"] is False
+
+
+def test_cache_key_is_every_input_and_nothing_else() -> None:
+    base = ("ab" * 32, 2024, "物联网工程", {"min_grade": 60, "max_grade": 90}, "v1")
+    key = cache_key(*base)
+    assert len(key) == 64 and key == cache_key(*base)
+    # The config's key order is not part of the work.
+    assert cache_key(*base[:3], {"max_grade": 90, "min_grade": 60}, "v1") == key
+    for i, other in enumerate(("cd" * 32, 2023, None, {"min_grade": 60}, "v2")):
+        changed = list(base)
+        changed[i] = other
+        assert cache_key(*changed) != key, i

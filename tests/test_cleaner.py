@@ -44,6 +44,17 @@ def test_expired_results_answer_410(fake_app: tuple[Flask, FakeRunner]) -> None:
     assert wait_for(c, tid2, finished)["cached"] is False
 
 
+def test_results_within_retention_are_kept(fake_app: tuple[Flask, FakeRunner]) -> None:
+    application, runner = fake_app
+    runner.release.set()
+    c = application.test_client()
+    tid = start(c, tiny_xlsx()).json["data"]["task_id"]
+    name = wait_for(c, tid, finished)["result_files"][0]
+    report = application.extensions["predict"].cleaner.sweep(now=time.time() + 23 * 3600)
+    assert (report.expired_tasks, report.removed_files) == (0, 0)
+    assert c.get(f"/api/task/result/{tid}/{name}").status_code == 200
+
+
 def test_cleaner_never_touches_active_tasks(fake_app: tuple[Flask, FakeRunner]) -> None:
     application, runner = fake_app
     c = application.test_client()

@@ -83,6 +83,19 @@ def test_cancel_pending_running_and_finished(fake_app: tuple[Flask, FakeRunner])
     assert_error(c.get(f"/api/task/result/{running}/x.xlsx"), 409, "TASK_FAILED")
 
 
+def test_failed_filter_lists_cancelled_tasks(fake_app: tuple[Flask, FakeRunner]) -> None:
+    application, _ = fake_app
+    c = application.test_client()
+    running = start(c, tiny_xlsx()).json["data"]["task_id"]
+    pending = start(c, tiny_xlsx()).json["data"]["task_id"]
+    wait_for(c, running, lambda d: d["status"] == "running")
+    c.post(f"/api/task/{pending}/cancel")
+    failed = c.get("/api/tasks?status=failed").json["data"]["tasks"]
+    assert [(t["id"], t["status"], t["cancelled"]) for t in failed] == [(pending, "failed", True)]
+    assert [t["id"] for t in c.get("/api/tasks?status=running").json["data"]["tasks"]] == [running]
+    assert c.get("/health").json["data"]["tasks"]["failed"] == 1
+
+
 def test_progress_never_goes_back(fake_app: tuple[Flask, FakeRunner]) -> None:
     application, runner = fake_app
     c = application.test_client()

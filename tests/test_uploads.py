@@ -6,7 +6,10 @@ nothing behind and creates no task.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import unicodedata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,7 @@ from support.service import (
     zip_bytes,
 )
 
-from destination_predictor.service.uploads import safe_original_name
+from destination_predictor.service.uploads import UploadRejected, safe_original_name, save_upload
 
 # --- refused uploads: nothing written ---------------------------------------------------
 
@@ -84,6 +87,25 @@ def test_xls_upload_runs(client: FlaskClient, tmp_path: Path) -> None:
     data = wait_for(client, r.json["data"]["task_id"], finished)
     assert data["status"] == "completed", data
     assert data["summary"]["students"] == 20
+
+
+def test_save_upload_stores_a_checked_copy_under_a_unique_name(tmp_path: Path) -> None:
+    content = tiny_xlsx("same")
+    kw: dict[str, Any] = dict(uploads_dir=tmp_path / "uploads", staging_dir=tmp_path / ".staging",
+                              max_bytes=1024 * 1024, max_unzipped_bytes=1024 * 1024,
+                              now=datetime(2024, 9, 1, 8, 30, 0))
+    first = save_upload(io.BytesIO(content), "../成绩.xlsx", **kw)
+    second = save_upload(io.BytesIO(content), "成绩.xlsx", **kw)
+    assert (first.stored_name, second.stored_name) == ("20240901083000_成绩.xlsx",
+                                                       "20240901083000_1_成绩.xlsx")
+    assert first.original_name == "成绩.xlsx" and first.size == len(content)
+    assert first.sha256 == second.sha256 == hashlib.sha256(content).hexdigest()
+    assert first.path.read_bytes() == content
+    assert listing(tmp_path / ".staging") == []
+    with pytest.raises(UploadRejected) as refused:
+        save_upload(io.BytesIO(content), "成绩.xlsx", **{**kw, "max_bytes": 100})
+    assert refused.value.code == "FILE_TOO_LARGE"
+    assert listing(tmp_path / ".staging") == [] and len(listing(tmp_path / "uploads")) == 2
 
 
 # --- names -----------------------------------------------------------------------------------
