@@ -1,5 +1,5 @@
 """The database import (issue 6) against real databases: SQLite files and a
-private PostgreSQL server (``pg_fixture``), with result workbooks produced by
+private PostgreSQL server (``support.pg``), with result workbooks produced by
 the real engine on a generated grade workbook.
 
 What is proved: rows and values equal the workbooks; re-import is
@@ -30,9 +30,9 @@ import openpyxl
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from conftest import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
-from live_server import LiveServer, free_port
-from pg_fixture import PASSWORD, PgServer, start_postgres
+from support.live_server import LiveServer, free_port
+from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
+from support.pg import PASSWORD, PgServer, start_postgres
 
 from destination_predictor.importer import (
     GRADES_TABLE,
