@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the prediction service of the release this file belongs to, in the
-# foreground, as installed by deploy-async.sh:
+# foreground, as installed by deploy-async.sh (deploy/host.sh):
 #
 #   BASE/current/deploy/run-service.sh BASE
 #
@@ -67,20 +67,9 @@ case $BIND_HOST in
     *) bind="$BIND_HOST:$PORT" ;;
 esac
 
-# Gunicorn >= 25.1 opens a control socket, by default one per user
-# (~/.gunicorn/gunicorn.ctl), which two services of the same user would fight
-# over; give this one its own, in the data dir (or none if the path is too long
-# for a unix socket).
-extra=()
-if "$RELEASE/.venv/bin/python" -c 'import gunicorn.config as c; c.ControlSocket' 2>/dev/null; then
-    ctl=$SHARED/gunicorn.ctl
-    if [ "${#ctl}" -lt 100 ]; then
-        extra=(--control-socket "$ctl")
-    else
-        extra=(--no-control-socket)
-    fi
-fi
+# No control-socket flag here: gunicorn.conf.py (control_socket_disable) is its
+# one owner, for this service and every other way the project runs gunicorn.
 
 cd "$RELEASE"
 exec "$RELEASE/.venv/bin/python" -m gunicorn -c "$RELEASE/gunicorn.conf.py" --bind "$bind" \
-    ${extra[@]+"${extra[@]}"} async_api_server:app
+    async_api_server:app
