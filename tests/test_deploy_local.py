@@ -7,11 +7,17 @@ The tests share one deployment (module fixture) and run in file order, as an
 operator would; every step checks the service from outside, over HTTP.
 The deployed venv is seeded from the venv running the tests (``--venv-from``),
 so no package is downloaded.
+
+``deploy-async.sh`` runs ``deploy/transfer.sh`` and ``deploy/host.sh`` for the
+work; the tests drive only the operators' command, as before. The health
+check those scripts rely on, ``destination_predictor.client.probe``, is
+tested here too: against the deployment, and with nothing listening.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -152,6 +158,35 @@ def test_first_deploy_is_healthy_with_data_outside_the_release(deployment: Deplo
     assert str(token_file) in status.stdout
 
 
+def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
+    """The probe as deploy/host.sh runs it: a module of the release's code."""
+    return subprocess.run([sys.executable, "-m", "destination_predictor.client.probe", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_one_chinese_line(text: str) -> str:
+    assert text.endswith("\n") and text.count("\n") == 1, repr(text)
+    assert re.search(r"[\u4e00-\u9fff]", text), text
+    return text.strip()
+
+
+def test_probe_passes_with_the_deploys_token_only(deployment: Deployment, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{deployment.port}"
+    ok = run_probe("--base-url", url, "--token-file", str(deployment.shared / "api_token"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("status=ok model=")
+    assert ok.stderr == ""
+
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64 + "\n")
+    refused = run_probe("--base-url", url, "--token-file", str(wrong))
+    assert refused.returncode == 1
+    line = assert_one_chinese_line(refused.stderr)
+    assert "/api/majors" in line and "HTTP 401" in line
+    assert refused.stdout == ""
+
+
 def test_redeploy_keeps_token_and_tasks(deployment: Deployment, completed_task: str,
                                         tmp_path: Path) -> None:
     dep = deployment
@@ -251,3 +286,21 @@ def test_stop_never_kills_a_foreign_pid(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_probe_fails_in_one_chinese_line_when_nothing_listens(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from destination_predictor.client.probe import main
+
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["--base-url", url, "--timeout", "2"]) == 1
+    out = capsys.readouterr()
+    line = assert_one_chinese_line(out.err)
+    assert "/health" in line and "无法连接服务" in line
+    assert out.out == ""
+
+    # Arguments it cannot use are a different exit code, still one line.
+    assert main(["--base-url", url, "--token-file", str(tmp_path / "missing")]) == 2
+    assert "令牌文件" in assert_one_chinese_line(capsys.readouterr().err)
+    assert main(["--base-url", "127.0.0.1:8080"]) == 2
+    assert "--base-url" in assert_one_chinese_line(capsys.readouterr().err)

@@ -2,6 +2,8 @@
 (its own host key, its own authorized_keys, key-only login), a deploy to
 ``root@127.0.0.1`` into a temp path, then ``status``, ``logs``, ``restart``
 and ``stop`` from this side, the way an operator drives a cloud server.
+Every one of them sends ``deploy/host.sh`` over ssh and runs it there; the
+deploy first uploads the code with ``deploy/transfer.sh`` (rsync over ssh).
 
 Needs root and openssh-server/openssh-client/rsync (``.ci/run`` installs
 them); skipped, with the reason, where they are missing.
