@@ -29,7 +29,7 @@ from .errors import ServiceError
 from .executor import NotCancellable, QueueFull, TaskExecutor
 from .logging_setup import close_logger, log_event
 from .settings import Settings
-from .store import TaskNotFound, TaskStore
+from .store import StoreUnwritable, TaskNotFound, TaskStore
 from .task import (
     CANCELLED,
     COMPLETED,
@@ -41,7 +41,7 @@ from .task import (
     is_valid_task_id,
     new_task_id,
 )
-from .uploads import UploadRejected, save_upload
+from .uploads import UploadRejected, discard_upload, save_upload
 
 EXTENSION_KEY = "predict"
 # Walking uploads/ and results/ on every refresh of every open console would
@@ -119,7 +119,11 @@ class TaskManager:
             cache_key=cache_key(saved.sha256, year, major, config,
                                 engine.fingerprint(year, major)),
             created_at=self.clock(), model_version=version)
-        self.store.add(task)
+        try:
+            self.store.add(task)
+        except StoreUnwritable:
+            discard_upload(saved)
+            raise
         log_event(self.log, "task.created", task.id, year=year, major=major, priority=priority,
                   file=saved.original_name, upload=saved.stored_name, bytes=saved.size)
         cached = self.cache.complete_from_cache(task)
@@ -129,7 +133,7 @@ class TaskManager:
             self.executor.submit(task)
         except QueueFull:
             self.store.delete(task.id)
-            saved.path.unlink(missing_ok=True)
+            discard_upload(saved)
             log_event(self.log, "task.refused", task.id, logging.WARNING, code="QUEUE_FULL")
             raise _queue_full() from None
         return task

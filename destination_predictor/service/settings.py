@@ -92,6 +92,7 @@ class Settings:
     max_cells: int = setting(DEFAULT_MAX_CELLS, int, minimum=1)
     job_memory_mb: int = setting(6144, int, minimum=0)
     min_free_mb: float = setting(200.0, float, minimum=0.0)
+    record_retention_days: float = setting(30.0, float, minimum=0.0)
 
     @property
     def uploads_dir(self) -> Path:

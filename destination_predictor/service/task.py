@@ -69,6 +69,8 @@ CANCELLED_MESSAGE = "任务已取消"
 
 # A task that keeps killing the service (e.g. out of memory) is not retried forever.
 MAX_ATTEMPTS = 3
+MAX_WARNINGS = 50
+MAX_WARNING_CHARS = 500
 
 _TASK_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -219,6 +221,16 @@ def report_progress(task: Task, percent: int, message: str) -> Task:
     return dataclasses.replace(task, progress=pct, message=msg)
 
 
+def bounded_warnings(warnings: list[str]) -> tuple[str, ...]:
+    """At most ``MAX_WARNINGS`` lines of at most ``MAX_WARNING_CHARS`` each: the status
+    answer a console polls every 3 s stays small whatever the upload contains."""
+    kept = [w if len(w) <= MAX_WARNING_CHARS else w[:MAX_WARNING_CHARS] + "…"
+            for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        kept.append(f"……另有 {len(warnings) - MAX_WARNINGS} 条警告未显示")
+    return tuple(kept)
+
+
 def complete(task: Task, now: float, files: list[str], summary: dict[str, Any] | None,
              warnings: list[str], *, cached_from: str | None = None,
              model_version: str | None = None) -> Task:
@@ -226,7 +238,7 @@ def complete(task: Task, now: float, files: list[str], summary: dict[str, Any] |
     return dataclasses.replace(
         task, status=COMPLETED, progress=100,
         message="预测完成（结果来自缓存）" if cached_from else "预测完成",
-        result_files=tuple(files), summary=summary, warnings=tuple(warnings),
+        result_files=tuple(files), summary=summary, warnings=bounded_warnings(warnings),
         started_at=task.started_at if task.started_at is not None else now,
         finished_at=now, error=None, error_code=None, cached_from=cached_from,
         model_version=model_version or task.model_version,

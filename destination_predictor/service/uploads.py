@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import unicodedata
 import zipfile
@@ -24,6 +25,8 @@ from ..engine.excel import sniff_file
 from .errors import ServiceError
 
 ALLOWED_EXTENSIONS = (".xlsx", ".xls")
+# Under uploads/: one file per distinct content; each task's upload is a hard link to it.
+CONTENT_DIR = ".content"
 # A zip member may legitimately compress well (repetitive sheet XML), but not
 # like a bomb; the ratio is only checked for members large enough to matter.
 MAX_MEMBER_RATIO = 200
@@ -72,7 +75,8 @@ def safe_original_name(filename: str) -> str:
 def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_dir: Path,
                 max_bytes: int, max_unzipped_bytes: int, now: datetime | None = None
                 ) -> SavedUpload:
-    """Check and store one upload as ``uploads/{timestamp}_{original}``.
+    """Check and store one upload as ``uploads/{timestamp}_{original}``, a hard link
+    to ``uploads/.content/{sha256}{ext}`` (identical uploads are stored once).
 
     Raises UploadRejected (nothing is left on disk) for a wrong extension,
     wrong content, an oversize file or a decompression bomb.
@@ -102,12 +106,25 @@ def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_d
         if size == 0:
             raise UploadRejected("EMPTY_FILE", "上传的文件是空的")
         check_content(tmp, ext, max_unzipped_bytes)
-        stored = _place(tmp, uploads_dir, original, now or datetime.now())
+        blob = _keep_content(tmp, uploads_dir / CONTENT_DIR, digest.hexdigest() + ext)
+        stored = _place(blob, uploads_dir, original, now or datetime.now())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return SavedUpload(path=uploads_dir / stored, stored_name=stored, original_name=original,
                        sha256=digest.hexdigest(), size=size)
+
+
+def discard_upload(saved: SavedUpload) -> None:
+    """Undo ``save_upload`` for a refused start: the task's name, and the stored
+    content too when no other task's upload links to it."""
+    blob = saved.path.parent / CONTENT_DIR / (saved.sha256 + extension_of(saved.stored_name))
+    saved.path.unlink(missing_ok=True)
+    try:
+        if blob.stat().st_nlink <= 1:
+            blob.unlink(missing_ok=True)
+    except FileNotFoundError:
+        pass  # a concurrent discard of the same content took it
 
 
 def check_content(path: Path, ext: str, max_unzipped_bytes: int) -> None:
@@ -154,22 +171,52 @@ def _check_bomb(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limit: int) -
                     raise bomb
 
 
-def _place(tmp: Path, uploads_dir: Path, original: str, now: datetime) -> str:
-    """Move the checked file to a name nobody else has: the name is reserved
-    with O_EXCL first, then the content replaces the reservation atomically."""
+def _keep_content(tmp: Path, content_dir: Path, name: str) -> Path:
+    """The one stored copy of these bytes, ``uploads/.content/{sha256}{ext}``: identical
+    uploads (the same export sent again) take no more disk. Its time is refreshed
+    on reuse, so the cleaner does not take it from under a new task."""
+    content_dir.mkdir(mode=0o700, exist_ok=True)
+    blob = content_dir / name
+    if blob.is_file():
+        tmp.unlink(missing_ok=True)
+        os.utime(blob)
+    else:
+        os.replace(tmp, blob)
+    return blob
+
+
+def _place(blob: Path, uploads_dir: Path, original: str, now: datetime) -> str:
+    """Give the task its own name, ``{timestamp}_{original}`` (the operators' guide's
+    layout), as a hard link to the stored content -- a copy where the file system
+    has no hard links. ``link`` fails on an existing name, so names never collide."""
     stamp = now.strftime("%Y%m%d%H%M%S")
     for n in range(1000):
         name = f"{stamp}_{original}" if n == 0 else f"{stamp}_{n}_{original}"
         target = uploads_dir / name
         try:
-            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.link(blob, target)
         except FileExistsError:
             continue
-        os.close(fd)
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        except OSError:
+            if not _copy_exclusive(blob, target):
+                continue
         return name
     raise RuntimeError("could not find a free upload name")
+
+
+def _copy_exclusive(src: Path, target: Path) -> bool:
+    """Copy to ``target`` reserved with O_EXCL, replaced atomically; False if it exists."""
+    try:
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        raise
+    return True

@@ -99,6 +99,19 @@ def assert_error(resp: Any, status: int, code: str) -> None:
 
 
 def listing(directory: Path) -> list[str]:
+    """Visible file names in ``directory`` (each task's upload, each result); the
+    stored contents behind the uploads (``uploads/.content``) are ``contents()``."""
+    if not directory.exists():
+        return []
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
+
+
+def contents(app: Flask) -> list[str]:
+    """The distinct upload contents the service keeps (``uploads/.content``)."""
+    return listing_all(data_dir(app) / "uploads" / ".content")
+
+
+def listing_all(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
