@@ -62,6 +62,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     cleaner = Cleaner(
         store, uploads_dir=settings.uploads_dir, results_dir=settings.results_dir,
         staging_dir=settings.staging_dir, retention_s=settings.retention_s,
+        record_retention_s=settings.record_retention_days * 86400.0,
         interval_s=settings.clean_interval_s, logger=logger)
     manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger)
     app.extensions[EXTENSION_KEY] = manager
