@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from live_server import free_port, port_open, run_deploy_script
+from support.live_server import free_port, port_open, run_deploy_script
 
 from destination_predictor.client import ApiClient, ApiError
 
