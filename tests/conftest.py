@@ -22,10 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-
-# DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO: temporary, for the importer tests that
-# still import them from conftest; they go once those import support.paths.
-from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, MODELS_DIR, PLANS_DIR, REPO  # noqa: F401
+from support.paths import MODELS_DIR, PLANS_DIR
 from support.service import FakeRunner, grade_workbook
 
 MakeApp = Callable[..., Flask]
