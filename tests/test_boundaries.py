@@ -58,3 +58,12 @@ def test_every_package_says_what_it_is_for(package: str) -> None:
     assert init.is_file()
     text = init.read_text(encoding="utf-8")
     assert text.lstrip().startswith('"""') and len(text.split('"""')[1].strip()) > 20
+
+
+def test_the_task_record_needs_no_flask() -> None:
+    """The task's states and transitions are plain Python (tested without an app)."""
+    script = ("import sys, destination_predictor.service.task, destination_predictor.service.settings;"
+              " print('flask' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "False"

@@ -50,7 +50,7 @@ THRESHOLD_HEADER: tuple[str, ...] = (
 MISSING_HEADER: tuple[str, ...] = ("SNH", "Course_Name", "target1_score", "target2_score")
 
 _CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_PROJECT_DIR = Path(__file__).resolve().parents[1]
+_PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def say(line: str) -> None:
