@@ -20,6 +20,7 @@ import tempfile
 from ..client import ApiClient, ApiError
 from .errors import ImportRefused
 from .tables import ImportReport, import_results
+from .workbooks import majors_of_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                                     f"任务尚未完成（状态 {status['status']}，进度 {status['progress']}%），"
                                     "完成后再导入")
             files = [client.download(args.task_id, name, tmp) for name in status["result_files"]]
+            # The majors the task recorded: their codes may come from the service's majors.json.
             report = import_results(files, args.database_url, grades_file=args.grades,
-                                    grades_year=year)
+                                    grades_year=year,
+                                    major_names=majors_of_summary(status.get("summary")))
     except ImportRefused as exc:
         print(f"错误: {exc.message}", file=sys.stderr)
         return 2

@@ -26,7 +26,12 @@ other column DOUBLE PRECISION (course columns hold scores); an existing table
 keeps its own column types and the cells are checked against them.
 PostgreSQL cuts identifiers at 63 bytes (21 Chinese characters); such a column
 is stored under the name PostgreSQL gives it, the report says so, and two
-columns that would end up with the same name refuse the import.
+columns that would end up with the same name refuse the import. Table names
+are cut the same way (a major without a code has its Chinese name as code:
+``Cohort2024_Predictions_`` + 15 characters is 68 bytes): the table is
+created, reflected and reported (``TableImport.table``) under the name
+PostgreSQL stores, so the next import finds it, and two tables that would
+share a name refuse the import (``TABLE_NAME_CLASH``).
 
 Grades: the registrar columns of docs/algorithm.md, section 'The grade export',
 plus ``year`` into ``academic_results``, replacing that year's rows.
@@ -45,6 +50,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import ExecutableDDLElement
 
+from ..engine.excel import DEFAULT_MAX_CELLS
 from ..engine.majors import MAJOR_CODES
 from .cells import (
     _KIND_NAMES,
@@ -61,6 +67,7 @@ from .errors import ImportRefused
 from .workbooks import (
     REGISTRAR_COLUMNS,
     Sheet,
+    check_code,
     classify_results,
     read_predictions,
     read_registrar_grades,
@@ -133,7 +140,7 @@ class _Target:
     """One table to replace: its rows, the kinds new columns get, and for
     grades the constant ``year`` column that also selects the rows replaced."""
 
-    table: str
+    table: str                         # as named; stored as _stored_name(table)
     sheet: Sheet
     kinds: dict[str, str]
     default_kind: str
@@ -155,8 +162,8 @@ class TableWrite:
 
 
 def _stored_name(name: str, dialect: sa.Dialect) -> str:
-    """The name PostgreSQL will really give a column: it cuts identifiers at
-    63 bytes (at a character boundary) without an error."""
+    """The name PostgreSQL will really give a column or table: it cuts
+    identifiers at 63 bytes (at a character boundary) without an error."""
     if dialect.name == "postgresql":
         limit = dialect.max_identifier_length or 63
         raw = name.encode("utf-8")
@@ -166,7 +173,7 @@ def _stored_name(name: str, dialect: sa.Dialect) -> str:
 
 
 def _identity(name: str, dialect: sa.Dialect) -> str:
-    """What makes two column names the same column: the stored name, and in
+    """What makes two column (or table) names the same: the stored name, and in
     SQLite without ASCII case (``C语言`` and ``c语言`` clash there)."""
     stored = _stored_name(name, dialect)
     return stored.translate(_ASCII_LOWER) if dialect.name == "sqlite" else stored
@@ -179,14 +186,15 @@ def _plan_table_write(conn: Connection, target: _Target) -> TableWrite:
     """Reflect the table and convert every cell; raises before any write."""
     dialect = conn.dialect
     sheet = target.sheet
+    table_name = _stored_name(target.table, dialect)
     names = list(sheet.columns)
     if target.scope is not None:
         names.append(target.scope[0])
     insp = sa.inspect(conn)
-    exists = insp.has_table(target.table)
+    exists = insp.has_table(table_name)
     existing: dict[str, dict[str, Any]] = {}
     if exists:
-        for col in insp.get_columns(target.table):
+        for col in insp.get_columns(table_name):
             existing[_identity(col["name"], dialect)] = col
 
     columns: list[sa.Column[Any]] = []
@@ -216,7 +224,7 @@ def _plan_table_write(conn: Connection, target: _Target) -> TableWrite:
         columns.append(column)
         if exists and ident not in existing:
             add_keys.append(column.key)
-    table = sa.Table(target.table, sa.MetaData(), *columns)
+    table = sa.Table(table_name, sa.MetaData(), *columns)
     add = [table.c[key] for key in add_keys]
 
     values: list[dict[str, Any]] = []
@@ -259,7 +267,7 @@ def _compile_add_column(element: _AddColumn, compiler: Any, **_kw: Any) -> str:
 def _apply(conn: Connection, write: TableWrite) -> TableImport:
     """DDL, delete, bulk insert, count check -- all inside the caller's transaction."""
     table = write.table
-    report = write.target.report or TableImport(write.target.table, 0, 0)
+    report = write.target.report or TableImport(table.name, 0, 0)
     if write.create:
         conn.execute(sa.schema.CreateTable(table))
     for column in write.add:
@@ -276,14 +284,29 @@ def _apply(conn: Connection, write: TableWrite) -> TableImport:
     stored = conn.execute(count).scalar_one()
     if stored != len(write.values):
         raise ImportRefused("VERIFY_FAILED",
-                            f"{write.target.table} 写入后有 {stored} 行，应为 {len(write.values)} 行，"
+                            f"{table.name} 写入后有 {stored} 行，应为 {len(write.values)} 行，"
                             "导入已回滚")
+    report.table = table.name
     report.rows = stored
     report.replaced = max(replaced or 0, 0)
     report.created = write.create
     report.added_columns = [c.name for c in write.add]
     report.renamed_columns = write.renamed
     return report
+
+
+def _refuse_table_clashes(targets: list[_Target], dialect: sa.Dialect) -> None:
+    """Two tables of one import must not end up as one table in this database."""
+    seen: dict[str, _Target] = {}
+    for target in targets:
+        ident = _identity(target.table, dialect)
+        if ident in seen:
+            raise ImportRefused(
+                "TABLE_NAME_CLASH",
+                f"{seen[ident].sheet.source} 和 {target.sheet.source} 的表名“{seen[ident].table}”和"
+                f"“{target.table}”在数据库中会成为同一个表“{_stored_name(target.table, dialect)}”"
+                f"（{dialect.name} 的表名规则），无法导入")
+        seen[ident] = target
 
 
 def _run(url: URL, targets: list[_Target]) -> None:
@@ -299,6 +322,7 @@ def _run(url: URL, targets: list[_Target]) -> None:
             try:
                 with conn.begin():
                     _lock_imports(conn)
+                    _refuse_table_clashes(targets, conn.dialect)
                     writes = [_plan_table_write(conn, t) for t in targets]
                     for write in writes:
                         _apply(conn, write)
@@ -316,31 +340,38 @@ def import_results(result_files: Iterable[str | Path], database_url: str | URL |
                    *, grades_file: str | Path | None = None, grades_year: int | None = None,
                    known_codes: Iterable[str] | None = None,
                    major_names: dict[str, str] | None = None,
-                   default_dir: str | Path | None = None) -> ImportReport:
+                   default_dir: str | Path | None = None,
+                   max_cells: int = DEFAULT_MAX_CELLS) -> ImportReport:
     """Import a task's result workbooks (and optionally its grade workbook) in
     one transaction. Raises ``ImportRefused`` with the database unchanged.
 
-    ``known_codes`` are the accepted major codes (default: the built-in five);
-    ``major_names`` maps code -> name for the report.
+    ``known_codes`` are the accepted major codes (default: the built-in five),
+    ``major_names`` maps code -> name for the report, and its codes are
+    accepted too. Any other code is accepted only when the file's sheet
+    records the major it is the engine's code of (``workbooks.check_code``).
+    ``max_cells`` bounds the extent of every workbook read
+    (``WORKBOOK_TOO_LARGE``; the service passes ``PREDICT_MAX_CELLS``).
     """
     url = (database_url if isinstance(database_url, URL)
            else resolve_database_url(database_url, default_dir))
     if (grades_file is None) != (grades_year is None):
         raise ImportRefused("BAD_ARGUMENTS", "导入成绩需要同时给出成绩文件和年级")
-    files, skipped = classify_results(result_files, known_codes)
+    names = {code: name for name, code in MAJOR_CODES.items()} | dict(major_names or {})
+    codes = set(known_codes if known_codes is not None else MAJOR_CODES.values()) | set(names)
+    files, skipped = classify_results(result_files, codes, unknown_ok=True)
     if not files:
         raise ImportRefused("NO_RESULTS", "没有可导入的专业结果文件（Cohort{年级}_Predictions_{专业代码}.xlsx）")
-    names = major_names or {code: name for name, code in MAJOR_CODES.items()}
     targets: list[_Target] = []
     warnings: list[str] = []
     for rf in files:
-        sheet = read_predictions(rf.path)
+        sheet = read_predictions(rf.path, max_cells)
+        major = check_code(rf, sheet, codes, names)
         report = TableImport(rf.table, 0, 0, year=rf.year, code=rf.code,
-                             major=names.get(rf.code), source=rf.path.name)
+                             major=major, source=rf.path.name)
         targets.append(_Target(rf.table, sheet, PREDICTION_KINDS, REAL, report=report))
     grades_report: TableImport | None = None
     if grades_file is not None and grades_year is not None:
-        sheet = read_registrar_grades(grades_file)
+        sheet = read_registrar_grades(grades_file, max_cells)
         warnings.extend(sheet.notes)
         grades_report = TableImport(GRADES_TABLE, 0, 0, year=int(grades_year),
                                     source=Path(grades_file).name)
@@ -348,8 +379,14 @@ def import_results(result_files: Iterable[str | Path], database_url: str | URL |
                                scope=(GRADES_YEAR_COLUMN, int(grades_year)),
                                report=grades_report))
     _run(url, targets)
-    majors = [t.report for t in targets if t.report is not None and t.table != GRADES_TABLE]
-    for t in majors:
+    majors: list[TableImport] = []
+    for target in targets:
+        t = target.report
+        if t is None or t is grades_report:
+            continue
+        majors.append(t)
+        if t.table != target.table:
+            warnings.append(f"表名“{target.table}”超过数据库长度限制，存为“{t.table}”")
         for sheet_name, stored in t.renamed_columns.items():
             warnings.append(f"{t.table}：列名“{sheet_name}”超过数据库长度限制，存为“{stored}”")
     result = ImportReport(safe_url(url), majors, grades_report, skipped, warnings)

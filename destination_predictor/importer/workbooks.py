@@ -9,11 +9,26 @@ Result workbooks are recognised by name, ``Cohort{YEAR}_Predictions_{code}.xlsx`
 (the ``_All`` summary is skipped), and their ``Predictions`` sheet is read with
 the header exactly as written. The grade workbook contributes the registrar
 columns of docs/algorithm.md, section 'The grade export'.
+
+Major codes: the engine names a file with ``engine.majors.code_for`` -- a
+built-in code, a code from ``majors.json``, or, for a major without one, its
+sanitised name. A code the caller does not know is still accepted when the
+file's ``major`` column records one major whose engine code it is (a new major
+with a plan but no code), so neither the service nor ``import_results.py``
+needs the plans to import what the engine wrote.
+
+The reader (python-calamine) allocates a sheet's whole extent and can panic or
+abort on a crafted file, so before it sees a workbook the extent is checked
+like the engine does (``engine.excel.check_extent``: ``WORKBOOK_TOO_LARGE``),
+and a reader panic is refused as a damaged workbook. The service also runs the
+whole import in a child process under a memory limit (``import_routes``).
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +36,17 @@ from typing import Any
 
 import python_calamine
 
-from ..engine.excel import sniff_file
-from ..engine.majors import MAJOR_CODES
+from ..engine.excel import (
+    DEFAULT_MAX_CELLS,
+    Extent,
+    WorkbookTooLarge,
+    _sheet_bound,
+    check_extent,
+    is_reader_panic,
+    sniff_file,
+    too_large_message,
+)
+from ..engine.majors import MAJOR_CODES, code_for
 from .cells import _blank
 from .errors import ImportRefused
 
@@ -58,33 +82,79 @@ class Sheet:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """A per-major result workbook, recognised by its name."""
+    """A per-major result workbook, recognised by its name; ``known`` when the
+    caller knows its code (otherwise the sheet must back it: ``check_code``)."""
 
     path: Path
     year: int
     code: str
+    known: bool = True
 
     @property
     def table(self) -> str:
         return f"Cohort{self.year}_Predictions_{self.code}"
 
 
-def _open_workbook(path: Path, what: str, *, allow_xls: bool) -> python_calamine.CalamineWorkbook:
+def _check_extent(path: Path, fmt: str | None, max_cells: int) -> None:
+    """``engine.excel.check_extent``, sheet by sheet for .xlsx.
+
+    ``check_extent`` bounds a workbook by the largest row of any sheet times
+    the largest column of any sheet, and for a sheet whose columns keep it
+    under the limit it assumes 999,999 rows: a result workbook (a wide
+    ``Predictions`` sheet, narrow other sheets) comes out "too large". The
+    reader allocates one sheet at a time, so when it refuses an .xlsx every
+    sheet is measured exactly and only a sheet beyond the limit refuses.
+    """
+    try:
+        check_extent(path, max_cells)
+    except WorkbookTooLarge as exc:
+        if fmt != "xlsx":
+            raise
+        try:
+            with zipfile.ZipFile(path) as zf:
+                sheets = [n for n in zf.namelist()
+                          if n.startswith("xl/worksheets/") and n.endswith(".xml")]
+                largest = Extent(0, 0)
+                for name in sheets:
+                    with zf.open(name) as fh:
+                        extent = Extent(*_sheet_bound(fh, exact=True))
+                    if extent.cells > largest.cells:
+                        largest = extent
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error):
+            raise exc from None
+        if largest.cells > max_cells:
+            raise WorkbookTooLarge(largest, max_cells) from None
+
+
+def _damaged(what: str, path: Path, part: str) -> ImportRefused:
+    return ImportRefused("NOT_A_WORKBOOK", f"{what} {path.name} 已损坏，无法{part}")
+
+
+def _open_workbook(path: Path, what: str, *, allow_xls: bool,
+                   max_cells: int) -> python_calamine.CalamineWorkbook:
     try:
         fmt = sniff_file(path)
+        if fmt == "xlsx" or (allow_xls and fmt == "xls"):
+            _check_extent(path, fmt, max_cells)   # before the reader allocates the extent
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ImportRefused("RESULT_FILE_MISSING" if what == "结果文件" else "FILE_NOT_FOUND",
                             f"{what}不存在：{path.name}") from None
     except OSError as exc:
         raise ImportRefused("FILE_UNREADABLE", f"无法读取{what} {path.name}：{exc.strerror}") from None
+    except WorkbookTooLarge as exc:
+        raise ImportRefused("WORKBOOK_TOO_LARGE",
+                            f"{what} {path.name}：{too_large_message(exc)}") from None
     if not (fmt == "xlsx" or (allow_xls and fmt == "xls")):
         kinds = ".xlsx 或 .xls" if allow_xls else ".xlsx"
         raise ImportRefused("NOT_A_WORKBOOK", f"{what} {path.name} 不是 Excel 工作簿（{kinds}）")
     try:
         return python_calamine.CalamineWorkbook.from_path(str(path))
     except Exception as exc:  # noqa: BLE001 - calamine raises several unrelated types
-        raise ImportRefused("NOT_A_WORKBOOK",
-                            f"{what} {path.name} 已损坏，无法作为 Excel 工作簿打开") from exc
+        raise _damaged(what, path, "作为 Excel 工作簿打开") from exc
+    except BaseException as exc:  # a Rust panic is a BaseException (engine.excel.is_reader_panic)
+        if not is_reader_panic(exc):
+            raise
+        raise _damaged(what, path, "作为 Excel 工作簿打开") from None
 
 
 def _sheet_rows(wb: python_calamine.CalamineWorkbook, index: int, path: Path,
@@ -92,8 +162,11 @@ def _sheet_rows(wb: python_calamine.CalamineWorkbook, index: int, path: Path,
     try:
         return wb.get_sheet_by_index(index).to_python(skip_empty_area=False)
     except Exception as exc:  # noqa: BLE001 - calamine raises several unrelated types
-        raise ImportRefused("NOT_A_WORKBOOK",
-                            f"{what} {path.name} 已损坏，无法读取工作表") from exc
+        raise _damaged(what, path, "读取工作表") from exc
+    except BaseException as exc:
+        if not is_reader_panic(exc):
+            raise
+        raise _damaged(what, path, "读取工作表") from None
 
 
 def _header_text(v: Any) -> str:
@@ -114,10 +187,10 @@ def _data_rows(raw: list[list[Any]], width: int) -> tuple[list[list[Any]], list[
     return rows, numbers
 
 
-def read_predictions(path: str | Path) -> Sheet:
+def read_predictions(path: str | Path, max_cells: int = DEFAULT_MAX_CELLS) -> Sheet:
     """The ``Predictions`` sheet of a per-major result workbook, header as written."""
     path = Path(path)
-    wb = _open_workbook(path, "结果文件", allow_xls=False)
+    wb = _open_workbook(path, "结果文件", allow_xls=False, max_cells=max_cells)
     if PREDICTIONS_SHEET not in wb.sheet_names:
         raise ImportRefused("NOT_PREDICTIONS",
                             f"结果文件 {path.name} 中没有 {PREDICTIONS_SHEET} 工作表，不是预测结果")
@@ -148,7 +221,7 @@ def _refuse_duplicates(names: Sequence[str], source: str) -> None:
         seen.add(name)
 
 
-def read_registrar_grades(path: str | Path) -> Sheet:
+def read_registrar_grades(path: str | Path, max_cells: int = DEFAULT_MAX_CELLS) -> Sheet:
     """The registrar columns of a grade workbook (first non-empty sheet).
 
     Headers are matched on stripped, case-insensitive text (real exports spell
@@ -157,7 +230,7 @@ def read_registrar_grades(path: str | Path) -> Sheet:
     are left out and counted.
     """
     path = Path(path)
-    wb = _open_workbook(path, "成绩文件", allow_xls=True)
+    wb = _open_workbook(path, "成绩文件", allow_xls=True, max_cells=max_cells)
     raw: list[list[Any]] = []
     for i in range(len(wb.sheet_names)):
         raw = _sheet_rows(wb, i, path, "成绩文件")
@@ -198,10 +271,11 @@ def read_registrar_grades(path: str | Path) -> Sheet:
     return Sheet(path.name, list(REGISTRAR_COLUMNS), rows, numbers, notes)
 
 
-def classify_results(paths: Iterable[str | Path],
-                     known_codes: Iterable[str] | None = None) -> tuple[list[ResultFile], list[str]]:
+def classify_results(paths: Iterable[str | Path], known_codes: Iterable[str] | None = None,
+                     *, unknown_ok: bool = False) -> tuple[list[ResultFile], list[str]]:
     """Per-major workbooks by name; the ``_All`` summary and files that are not
-    results are returned as skipped names. An unknown major code refuses."""
+    results are returned as skipped names. An unknown major code refuses, or
+    with ``unknown_ok`` is returned with ``known=False`` for ``check_code``."""
     codes = set(known_codes if known_codes is not None else MAJOR_CODES.values())
     found: list[ResultFile] = []
     skipped: list[str] = []
@@ -213,14 +287,56 @@ def classify_results(paths: Iterable[str | Path],
             skipped.append(path.name)
             continue
         year, code = int(m.group(1)), m.group(2)
-        if code not in codes:
-            raise ImportRefused("UNKNOWN_MAJOR_CODE",
-                                f"结果文件 {path.name} 的专业代码“{code}”未知"
-                                f"（已知：{'、'.join(sorted(codes))}）")
-        rf = ResultFile(path, year, code)
+        if code not in codes and not unknown_ok:
+            raise _unknown_code(path, code, codes)
+        rf = ResultFile(path, year, code, known=code in codes)
         if rf.table in seen:
             raise ImportRefused("DUPLICATE_RESULT",
                                 f"{seen[rf.table]} 和 {path.name} 都是 {rf.table} 的结果，无法确定导入哪一个")
         seen[rf.table] = path.name
         found.append(rf)
     return found, skipped
+
+
+def _unknown_code(path: Path, code: str, codes: Iterable[str], note: str = "") -> ImportRefused:
+    return ImportRefused("UNKNOWN_MAJOR_CODE",
+                         f"结果文件 {path.name} 的专业代码“{code}”未知"
+                         f"（已知：{'、'.join(sorted(codes))}）{note}")
+
+
+def recorded_major(sheet: Sheet) -> str | None:
+    """The one major the engine wrote in the sheet's ``major`` column, if it is one."""
+    if "major" not in sheet.columns:
+        return None
+    i = sheet.columns.index("major")
+    names = {str(row[i]).strip() for row in sheet.rows if not _blank(row[i])}
+    return names.pop() if len(names) == 1 else None
+
+
+def check_code(rf: ResultFile, sheet: Sheet, codes: Iterable[str],
+               names: dict[str, str]) -> str | None:
+    """The major of a result file; for a code the caller does not know, the file
+    must be what the engine writes for the major its sheet records: that
+    major's code (``code_for`` over the codes in ``names``: code -> name) must
+    be the file's. ``UNKNOWN_MAJOR_CODE`` otherwise."""
+    if rf.known:
+        return names.get(rf.code)
+    major = recorded_major(sheet)
+    by_name = {**MAJOR_CODES, **{name: code for code, name in names.items()}}
+    if major is None or code_for(major, by_name) != rf.code:
+        note = (f"；工作表记录的专业“{major}”对应的代码是“{code_for(major, by_name)}”"
+                if major else "")
+        raise _unknown_code(rf.path, rf.code, codes, note)
+    return major
+
+
+def majors_of_summary(summary: Any) -> dict[str, str]:
+    """code -> major name of the majors a task's summary records (``engine.results.summarize``)."""
+    majors = summary.get("majors") if isinstance(summary, dict) else None
+    out: dict[str, str] = {}
+    for entry in majors if isinstance(majors, list) else []:
+        if isinstance(entry, dict):
+            code, name = entry.get("code"), entry.get("major")
+            if isinstance(code, str) and isinstance(name, str) and code and name:
+                out[code] = name
+    return out

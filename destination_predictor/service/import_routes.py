@@ -8,19 +8,36 @@ body ``{"grades": true}`` (or ``?grades=1``) also imports the task's uploaded
 grade workbook into ``academic_results`` for the task's year, in the same
 transaction.
 
+The workbooks are parsed -- and the import run -- in a child process of its
+own (``forkserver``, under ``PREDICT_JOB_MEMORY_MB`` like a prediction job),
+never in the service: the uploaded grade workbook is whatever a user sent,
+and the Rust reader can allocate gigabytes for a sheet's extent or abort the
+process on a crafted file. The importer checks the extent first
+(``PREDICT_MAX_CELLS``); whatever gets past it kills only the child, and the
+request is refused with ``IMPORT_CRASHED``. The child's pid is logged
+(``import_pid``).
+
+Major codes: the files are named with ``engine.majors.code_for``; the route
+accepts the codes of the plans that exist for the task's year
+(``engine.majors.catalogue``), ``majors.json`` and the built-in codes, and the
+majors the task's summary recorded -- and the importer accepts a code no one
+listed when the sheet records the major it is the code of.
+
 Answers (the service's envelope and token check apply):
 
 - 200 ``{"success": true, "data": {"task_id", "majors": [{"major", "code",
   "table", "rows", "replaced", "added_columns", "renamed_columns"}],
   "total_rows", "grades", "warnings", "backend"}}``;
-- 400 ``INVALID_TASK_ID``; 404 ``TASK_NOT_FOUND``;
+- 400 ``INVALID_TASK_ID``, ``BAD_JSON`` (a JSON body that does not parse or
+  is not an object); 404 ``TASK_NOT_FOUND``;
 - 409 ``TASK_NOT_COMPLETED`` (pending/running) or ``TASK_FAILED``: the
   request conflicts with the task's state and may succeed later, unlike a
   malformed request (400);
 - 410 ``TASK_EXPIRED`` / ``RESULT_FILE_MISSING`` / ``UPLOAD_MISSING``: the files
   were cleaned up;
 - 422 when a result file cannot be imported (not a workbook, unknown major
-  code, a value its column cannot take, ...);
+  code, a value its column cannot take, ``WORKBOOK_TOO_LARGE``, ...) and
+  ``IMPORT_CRASHED`` when the import's process died;
 - 503 ``IMPORT_NOT_CONFIGURED`` without ``PREDICT_DATABASE_URL`` (or with an
   unusable one), 503 ``DATABASE_UNREACHABLE``; 500 ``DATABASE_WRITE_FAILED``
   when the database refused the write (rolled back, nothing changed).
@@ -31,19 +48,31 @@ Answers (the service's envelope and token check apply):
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
+import os
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ..engine.majors import major_codes
-from ..importer import ImportRefused, ImportReport, import_results, resolve_database_url
+from ..engine.majors import catalogue, major_codes
+from ..importer import (
+    ImportRefused,
+    ImportReport,
+    import_results,
+    majors_of_summary,
+    resolve_database_url,
+)
 from .errors import ServiceError
 from .logging_setup import log_event
 from .manager import current_manager
 from .responses import ok
+from .runner import limit_memory
 from .task import Task
 
 bp = Blueprint("db_import", __name__, url_prefix="/api")
@@ -51,6 +80,14 @@ bp = Blueprint("db_import", __name__, url_prefix="/api")
 _NOT_CONFIGURED = "服务未配置数据库（PREDICT_DATABASE_URL），无法导入"
 
 _CONFIG_CODES = ("BAD_DATABASE_URL", "UNSUPPORTED_DATABASE")
+
+# The only body the route reads is {"grades": ...}; anything longer is not that.
+_MAX_BODY_BYTES = 1024
+_BAD_JSON = "请求体不是合法的 JSON 对象（应为 {\"grades\": true} 或不带请求体）"
+_CRASHED = "导入进程异常退出：文件可能已损坏或范围异常大"
+# The import's child process: started from a clean fork server, never forked
+# from the threaded service (and its pipe ends reach no other child).
+_START_METHOD = "forkserver"
 
 
 def _backend(url: str | None, data_dir: Path) -> str | None:
@@ -62,11 +99,102 @@ def _backend(url: str | None, data_dir: Path) -> str | None:
         return None
 
 
-def _wants_grades() -> bool:
-    body = request.get_json(silent=True) if request.is_json else None
-    if isinstance(body, dict) and "grades" in body:
+def _json_body() -> dict[str, Any]:
+    """The optional JSON object of the request: ``{}`` without a JSON body,
+    400 ``BAD_JSON`` for one that does not parse or is not an object."""
+    if not request.is_json:
+        return {}
+    if (request.content_length or 0) > _MAX_BODY_BYTES:
+        raise ServiceError("BAD_JSON", _BAD_JSON)
+    raw = request.stream.read(_MAX_BODY_BYTES + 1)
+    if len(raw) > _MAX_BODY_BYTES:
+        raise ServiceError("BAD_JSON", _BAD_JSON)
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ServiceError("BAD_JSON", _BAD_JSON) from None
+    if not isinstance(body, dict):
+        raise ServiceError("BAD_JSON", _BAD_JSON)
+    return body
+
+
+def _wants_grades(body: dict[str, Any]) -> bool:
+    if "grades" in body:
         return body["grades"] is True or str(body["grades"]).lower() in ("1", "true", "yes")
     return request.args.get("grades", "").lower() in ("1", "true", "yes")
+
+
+def _major_names(task: Task, plans_dir: Path) -> dict[str, str]:
+    """code -> major for every file the engine can have written for the task:
+    the codes ``code_for`` gives the plans of its year (a major without a code
+    keeps its name), ``majors.json`` and the built-in codes, and what the
+    task's summary recorded (plans may have changed since the run)."""
+    names = {code: name for name, code in major_codes(plans_dir).items()}
+    names.update({m["code"]: m["name"] for m in catalogue(plans_dir).get(task.year, [])})
+    names.update(majors_of_summary(task.summary))
+    return names
+
+
+@dataclass
+class _Outcome:
+    """What the import's process answered: a report or a refusal, and its pid;
+    neither when it died (``exitcode``) or failed unexpectedly (``crash``)."""
+
+    pid: int | None
+    report: ImportReport | None = None
+    refusal: tuple[str, str] | None = None
+    crash: str | None = None
+    exitcode: int | None = None
+
+
+def _import_child(conn: Any, kwargs: dict[str, Any], memory_mb: int) -> None:
+    """Entry point of the import's process: one message, then exit."""
+    pid = os.getpid()
+    try:
+        limit_memory(memory_mb)
+        conn.send(("done", import_results(**kwargs), pid))
+    except ImportRefused as exc:
+        conn.send(("refused", exc.code, exc.message, pid))
+    except MemoryError:
+        conn.send(("died", pid))
+    except Exception:  # noqa: BLE001 - reported to the service, which logs it
+        conn.send(("crash", traceback.format_exc(), pid))
+    finally:
+        conn.close()
+
+
+def _import_in_child(kwargs: dict[str, Any], memory_mb: int) -> _Outcome:
+    """Run ``import_results(**kwargs)`` in a child process under ``memory_mb``."""
+    ctx = multiprocessing.get_context(_START_METHOD)
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_import_child, args=(send, kwargs, memory_mb),
+                       name="db-import", daemon=True)
+    proc.start()
+    send.close()   # only the child holds the sending end: its death is EOF here
+    try:
+        try:
+            msg = receive.recv()
+        except (EOFError, OSError):
+            proc.join(10.0)
+            return _Outcome(proc.pid, exitcode=proc.exitcode)
+        except Exception:  # noqa: BLE001 - an answer that does not unpickle
+            return _Outcome(proc.pid, crash=traceback.format_exc())
+    finally:
+        receive.close()
+        proc.join(10.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+    kind = msg[0]
+    if kind == "done":
+        return _Outcome(msg[2], report=msg[1])
+    if kind == "refused":
+        return _Outcome(msg[3], refusal=(msg[1], msg[2]))
+    if kind == "crash":
+        return _Outcome(msg[2], crash=msg[1])
+    return _Outcome(msg[-1], exitcode=proc.exitcode)
 
 
 def _result_paths(results_dir: Path, names: tuple[str, ...]) -> list[Path]:
@@ -103,31 +231,38 @@ def import_task(task_id: str) -> tuple[Response, int]:
     url = settings.database_url
     if not url:
         raise ServiceError("IMPORT_NOT_CONFIGURED", _NOT_CONFIGURED)
+    body = _json_body()
     task = mgr.completed(task_id, purpose="导入")
-    grades = _wants_grades()
+    grades = _wants_grades(body)
     files = _result_paths(settings.results_dir, task.result_files)
     grades_file = settings.uploads_dir / task.upload_name if grades else None
     if grades_file is not None and not grades_file.is_file():
         raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩")
-    codes = major_codes(settings.plans_dir)
     started = time.monotonic()
-    try:
-        report = import_results(
-            files, url, grades_file=grades_file, grades_year=task.year if grades else None,
-            known_codes=codes.values(), major_names={c: m for m, c in codes.items()},
-            default_dir=settings.data_dir)
-    except ImportRefused as exc:
-        log_event(mgr.log, "task.import_refused", task.id, logging.WARNING, code=exc.code,
-                  reason=exc.message)
-        if exc.code in _CONFIG_CODES:
-            raise ServiceError("IMPORT_NOT_CONFIGURED", f"{_NOT_CONFIGURED}：{exc.message}") from None
-        if exc.code == "FILE_NOT_FOUND":  # the grade workbook went away while importing
-            raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩") from None
-        raise  # its code decides the status (errors.HTTP_STATUS), like every refusal
+    outcome = _import_in_child(dict(
+        result_files=files, database_url=url, grades_file=grades_file,
+        grades_year=task.year if grades else None,
+        major_names=_major_names(task, settings.plans_dir),  # its codes are the accepted ones
+        default_dir=settings.data_dir, max_cells=settings.max_cells,
+    ), settings.job_memory_mb)
+    report = outcome.report
+    if report is None:
+        if outcome.crash is not None:
+            log_event(mgr.log, "task.import_failed", task.id, logging.ERROR,
+                      import_pid=outcome.pid, detail=outcome.crash)
+            raise ServiceError("INTERNAL_ERROR", "导入时发生内部错误，请联系管理员")
+        code, message = outcome.refusal or ("IMPORT_CRASHED", _CRASHED)
+        log_event(mgr.log, "task.import_refused", task.id, logging.WARNING, code=code,
+                  reason=message, import_pid=outcome.pid, exitcode=outcome.exitcode)
+        if code in _CONFIG_CODES:
+            raise ServiceError("IMPORT_NOT_CONFIGURED", f"{_NOT_CONFIGURED}：{message}")
+        if code == "FILE_NOT_FOUND":  # the grade workbook went away while importing
+            raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩")
+        raise ImportRefused(code, message)  # its code decides the status (errors.HTTP_STATUS)
     log_event(mgr.log, "task.imported", task.id, database=report.database,
               tables=",".join(t.table for t in report.majors), rows=report.total_rows,
               grades=report.grades.rows if report.grades else None,
-              seconds=round(time.monotonic() - started, 3))
+              seconds=round(time.monotonic() - started, 3), import_pid=outcome.pid)
     return ok(_payload(task, report, _backend(url, settings.data_dir)))
 
 
