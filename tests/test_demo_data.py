@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import subprocess
+import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +22,13 @@ import pytest
 from openpyxl import load_workbook
 from support.paths import DEMO_MODELS_DIR as MODELS
 from support.paths import DEMO_PLANS_DIR as PLANS
+from support.paths import REPO
 
 from destination_predictor.demo import curricula
 from destination_predictor.demo.curricula import (
+    ADVISING_CATEGORY,
+    ADVISING_COURSE,
     DATE_SEMESTER_COURSE,
-    EMPTY_CATEGORY_COURSE,
     HEADER,
     MAJORS,
     NOTE_TEXT,
@@ -80,6 +84,13 @@ def test_plans_generator_writes_twelve_readable_plans(tmp_path):
         assert {0.4, 0.5, 2, 2.5, 3, 4} <= {r.credit for r in plan.rows}
 
 
+def test_plans_generator_is_byte_reproducible(tmp_path):
+    # Regenerating the bundled plans changes a file only when its rows change.
+    first = write_demo_plans(tmp_path / "a", years=[2022, 2024])
+    second = write_demo_plans(tmp_path / "b", years=[2022, 2024])
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
 def test_committed_plans_match_the_generator():
     found = _all_plan_files(PLANS)
     assert len(found) == 12
@@ -90,20 +101,22 @@ def test_committed_plans_match_the_generator():
         assert rows[1:] == curricula.plan_cells(year, major), path.name
 
 
-def test_committed_plan_categories_all_map_except_the_deliberate_rows():
+def test_committed_plan_categories_all_map():
+    # Only the note row has no category; every course counts for a feature, so a
+    # demo run has no "无法映射的课程类别" warning (the engine's handling of a
+    # category-less row is tested with plans of its own in test_engine_messy.py).
     cmap = load_category_map()
     for year, major, path in _all_plan_files(PLANS):
         df = _read(path)
         for cat, name in zip(df["category"], df["course_name"], strict=True):
             if pd.isna(cat):
-                assert name in (EMPTY_CATEGORY_COURSE, NOTE_TEXT), (path.name, name)
+                assert name == NOTE_TEXT, (path.name, name)
             else:
                 assert cmap.lookup(cat) is not None, (path.name, cat)
         plan = read_plan(path, year, major, cmap)
-        assert plan.unmapped_categories == ["（类别为空）"]
-        unknown = [r.course for r in plan.rows if r.feature is None]
-        assert unknown == [EMPTY_CATEGORY_COURSE]
-        assert {r.feature for r in plan.rows} - {None} == set(BASE)
+        assert plan.unmapped_categories == []
+        assert [r.course for r in plan.rows if r.feature is None] == []
+        assert {r.feature for r in plan.rows} == set(BASE)
 
 
 def test_plan_styles_and_messy_cells():
@@ -117,6 +130,7 @@ def test_plan_styles_and_messy_cells():
     assert any(str(c).startswith("专业课-") for c in new["category"].dropna())
     # The exact (deployed) map leaves the renamed categories unknown; the default one does not.
     assert cmap.lookup("专业课-智能计算模块") == "major"
+    assert cmap.lookup(ADVISING_CATEGORY) == "public"
 
     for df in (old, new):
         note = df[df["course_name"] == NOTE_TEXT]
@@ -124,8 +138,9 @@ def test_plan_styles_and_messy_cells():
         assert note.drop(columns="course_name").isna().all(axis=None)
         dated = df[df["course_name"] == DATE_SEMESTER_COURSE]["semester"].iloc[0]
         assert isinstance(dated, datetime | pd.Timestamp)
-        empty = df[df["course_name"] == EMPTY_CATEGORY_COURSE]
-        assert empty["category"].isna().all() and (empty["required"] == "必修").all()
+        advising = df[df["course_name"] == ADVISING_COURSE]
+        assert (advising["category"] == ADVISING_CATEGORY).all() and len(advising) == 1
+        assert (advising["required"] == "必修").all()
         assert df[df["course_name"] == TWO_CATEGORY_COURSE]["category"].nunique() == 2
 
     plan = read_plan(PLANS / "education-plan2024" / "2024级智能科学与技术培养方案.xlsx", 2024,
@@ -343,3 +358,21 @@ def test_committed_model_moves_from_employment_to_graduate_school_as_scores_rise
         assert 2 in pred, major
         first_1 = int(scores[np.argmax(pred == 1)])
         assert 60 < first_1 < 90
+
+
+# --- the demo data as a user first runs it -----------------------------------
+
+@pytest.mark.parametrize("year", curricula.YEARS)
+def test_cli_on_demo_grades_warns_of_no_unmapped_category(tmp_path, year):
+    """The bundled plans and model run clean: a first demo run shows only the
+    warnings the generated grades earn (free electives, blank grades, ...),
+    never a plan category the default map leaves out."""
+    grades = make_grade_workbook(tmp_path / f"g{year}.xlsx", year, 40, plans_dir=PLANS, seed=year)
+    run = subprocess.run(
+        [sys.executable, str(REPO / "run_prediction_direct.py"), "--scores_file", str(grades),
+         "--year", str(year), "--model-dir", str(MODELS), "--plans-dir", str(PLANS),
+         "--out-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr
+    assert "警告: 跳过" in run.stdout  # the grade mess is still reported
+    assert "无法映射" not in run.stdout + run.stderr

@@ -3,9 +3,13 @@
 The real plans are private. These stand-ins keep what the engine depends on:
 the 12-column layout read by position, 必修/选修 rows, old-style category
 names for 2022/2023 and the renamed 2024 ones, courses repeated once per
-semester, and the mess real files have (a date in a semester cell, a required
-row without a category, a note row, a course listed under two categories).
-Course names are generic; no real plan is copied.
+semester, and the mess real files have (a date in a semester cell, a note
+row, a course listed under two categories, a stray space in a category).
+Every category maps under the default category map, so a demo run warns only
+about the grade mess it is meant to show; the engine's handling of a row
+without a category is tested with plans of its own (tests/test_engine_messy.py).
+Course names are generic; no real plan is copied. The files are byte-for-byte
+reproducible (fixed document and zip-entry dates).
 
 Run ``python -m destination_predictor.demo.curricula --out plans``.
 """
@@ -13,7 +17,10 @@ Run ``python -m destination_predictor.demo.curricula --out plans``.
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import sys
+import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -31,10 +38,13 @@ HEADER: tuple[str, ...] = (
 )
 
 # The deliberately broken rows; tests and docs refer to them by these names.
-EMPTY_CATEGORY_COURSE = "学业规划与指导"
 NOTE_TEXT = "注：劳动教育每学期不少于8学时，毕业设计成绩在第8学期记录"
 DATE_SEMESTER_COURSE = "电子工艺实习"
 TWO_CATEGORY_COURSE = "中国近现代史纲要"
+# Once a required row without a category (every demo run warned about it);
+# now under 公共课, which both the default and the deployed exact map know.
+ADVISING_COURSE = "学业规划与指导"
+ADVISING_CATEGORY = "公共课"
 
 # Majors whose programming course sits under 计算机基础 rather than 学科基础.
 _COMPUTER_BASE_MAJORS = frozenset({"电信工程及管理", "电子信息工程"})
@@ -157,7 +167,7 @@ def _old_common(year: int, major: str) -> list[Course]:
     rows += [
         _req("心理健康", "大学生心理健康教育", 0.5, 1),
         _req("安全教育", "大学生安全教育", 0, 1, remarks="不计学分，须考核合格"),
-        _req(None, EMPTY_CATEGORY_COURSE, 1, 1),
+        _req(ADVISING_CATEGORY, ADVISING_COURSE, 1, 1),
     ]
     # Real 2022 files of the signal majors carry a stray space in this category.
     maths = "数学与 自然科学" if year <= 2022 and major in _SIGNAL_MAJORS else "数学与自然科学"
@@ -199,7 +209,7 @@ def _new_common(year: int, major: str) -> list[Course]:
         _req("心理健康", "大学生心理健康（慕课）", 0, 2, remarks="成绩合格方可毕业"),
         _req("国家安全", "国家安全教育（上）", 0.5, 1),
         _req("国家安全", "国家安全教育（下）", 0.5, 2),
-        _req(None, EMPTY_CATEGORY_COURSE, 1, 1),
+        _req(ADVISING_CATEGORY, ADVISING_COURSE, 1, 1),
         _req("国际交流", "综合英语（上）", 2, 1),
         _req("国际交流", "英语视听说（上）", 1, 1),
         _req("国际交流", "综合英语（下）", 2, 2),
@@ -438,10 +448,35 @@ def write_plan(path: str | Path, year: int, major: str) -> Path:
         if isinstance(cell.value, datetime):
             cell.number_format = "yyyy/m/d"
     # Fixed document dates keep regenerated files free of needless churn.
-    wb.properties.created = datetime(year, 7, 1)
+    stamp = datetime(year, 7, 1)
+    wb.properties.created = stamp
+    buf = io.BytesIO()
+    wb.save(buf)
     with atomic_target(path) as tmp:
-        wb.save(tmp)
+        tmp.write_bytes(_reproducible(buf.getvalue(), stamp))
     return Path(path)
+
+
+_MODIFIED = re.compile(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
+
+
+def _reproducible(xlsx: bytes, stamp: datetime) -> bytes:
+    """The same workbook with every date openpyxl takes from the clock fixed to
+    ``stamp``: the document's ``modified`` property and each zip entry's time.
+    Regenerating the bundled plans then changes a file only when its rows change."""
+    when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(xlsx)) as src, \
+            zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "docProps/core.xml":
+                data = _MODIFIED.sub(rb"\g<1>" + when + rb"\g<2>", data)
+            fixed = zipfile.ZipInfo(info.filename, date_time=stamp.timetuple()[:6])
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = info.external_attr
+            dst.writestr(fixed, data)
+    return out.getvalue()
 
 
 def write_demo_plans(plans_dir: str | Path, years: Iterable[int] = YEARS,
