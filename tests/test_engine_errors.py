@@ -56,7 +56,11 @@ def test_missing_file(capsys, out_dir, tmp_path):
 def test_text_file_named_xlsx(capsys, out_dir, tmp_path):
     fake = tmp_path / "grades.xlsx"
     fake.write_text("SNH,Course_Name,Grade\n1,高数,90\n", encoding="utf-8")
-    assert_refused(*run_cli(capsys, out_dir, fake), out_dir, "不是 Excel")
+    code, captured = run_cli(capsys, out_dir, fake)
+    # The engine's message serves the CLI and the service alike: nothing was
+    # "uploaded" on the command line, so it names the grade file instead.
+    assert_refused(code, captured, out_dir, "成绩文件不是 Excel 工作簿")
+    assert "上传" not in captured.err
 
 
 def test_corrupt_zip(capsys, out_dir, tmp_path):
@@ -89,7 +93,13 @@ def test_no_course_name_column(capsys, out_dir, tmp_path):
 
 
 def test_year_without_plans(capsys, out_dir):
-    assert_refused(*run_cli(capsys, out_dir, PARITY_GRADES, year="2030"), out_dir, "2030")
+    code, captured = run_cli(capsys, out_dir, PARITY_GRADES, year="2030")
+    assert_refused(code, captured, out_dir, "2030")
+    # ... and says which years the plans directory does have.
+    years = sorted(int(d.name.removeprefix("education-plan")) for d in REF_PLANS.iterdir()
+                   if d.is_dir() and d.name.startswith("education-plan"))
+    assert years
+    assert "可选年级：" + "、".join(map(str, years)) in captured.err
 
 
 def test_bad_year(capsys, out_dir):

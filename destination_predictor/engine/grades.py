@@ -80,7 +80,7 @@ def sniff_format(path: Path) -> ExcelFormat:
     except (FileNotFoundError, IsADirectoryError) as exc:
         raise PredictionError("FILE_NOT_FOUND", f"成绩文件不存在: {path.name}") from exc
     if fmt is None:
-        raise PredictionError("NOT_EXCEL", "上传的文件不是 Excel 工作簿（.xlsx 或 .xls）")
+        raise PredictionError("NOT_EXCEL", "成绩文件不是 Excel 工作簿（.xlsx 或 .xls）")
     return fmt
 
 
