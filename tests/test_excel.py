@@ -114,3 +114,19 @@ def test_a_reader_panic_is_a_corrupt_workbook(tmp_path: Path, seed: int) -> None
     with pytest.raises(PredictionError) as refused:
         read_grades(write(tmp_path, "g.xls", data))
     assert refused.value.code == "CORRUPT_WORKBOOK"
+
+
+def test_each_sheet_is_measured_on_its_own(tmp_path: Path) -> None:
+    """A wide short sheet and a narrow long one: the reader allocates each alone,
+    so the extent is the larger of the two, not their rows x columns combined."""
+    import xlsxwriter
+
+    path = tmp_path / "two.xlsx"
+    wb = xlsxwriter.Workbook(path)
+    wide = wb.add_worksheet("wide")
+    wide.write_row(0, 0, [f"c{i}" for i in range(80)])
+    narrow = wb.add_worksheet("narrow")
+    for r in range(300):
+        narrow.write_row(r, 0, ["a", "b"])
+    wb.close()
+    assert check_extent(path, max_cells=1000) == Extent(300, 2)

@@ -125,21 +125,23 @@ def check_extent(path: str | Path, max_cells: int = DEFAULT_MAX_CELLS) -> Extent
 
 
 def _xlsx_extent(path: Path, max_cells: int) -> Extent:
+    """The largest sheet by cells (the reader allocates one sheet at a time)."""
+    largest = Extent(0, 0)
     try:
         with zipfile.ZipFile(path) as zf:
             sheets = [n for n in zf.namelist()
                       if n.startswith("xl/worksheets/") and n.endswith(".xml")]
-            rows = columns = 0
             for name in sheets:
                 with zf.open(name) as fh:
                     r, c = _sheet_bound(fh, exact=False)
                 if r * c > max_cells:  # the bound is not enough to accept: look closely
                     with zf.open(name) as fh:
                         r, c = _sheet_bound(fh, exact=True)
-                rows, columns = max(rows, r), max(columns, c)
+                if r * c > largest.cells:
+                    largest = Extent(r, c)
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error):
         return Extent(0, 0)  # not readable as a zip: the reader refuses it as corrupt
-    return Extent(rows, columns)
+    return largest
 
 
 def _sheet_bound(fh: IO[bytes], *, exact: bool) -> tuple[int, int]:

@@ -27,8 +27,6 @@ whole import in a child process under a memory limit (``import_routes``).
 from __future__ import annotations
 
 import re
-import zipfile
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,9 +36,7 @@ import python_calamine
 
 from ..engine.excel import (
     DEFAULT_MAX_CELLS,
-    Extent,
     WorkbookTooLarge,
-    _sheet_bound,
     check_extent,
     is_reader_panic,
     sniff_file,
@@ -95,37 +91,6 @@ class ResultFile:
         return f"Cohort{self.year}_Predictions_{self.code}"
 
 
-def _check_extent(path: Path, fmt: str | None, max_cells: int) -> None:
-    """``engine.excel.check_extent``, sheet by sheet for .xlsx.
-
-    ``check_extent`` bounds a workbook by the largest row of any sheet times
-    the largest column of any sheet, and for a sheet whose columns keep it
-    under the limit it assumes 999,999 rows: a result workbook (a wide
-    ``Predictions`` sheet, narrow other sheets) comes out "too large". The
-    reader allocates one sheet at a time, so when it refuses an .xlsx every
-    sheet is measured exactly and only a sheet beyond the limit refuses.
-    """
-    try:
-        check_extent(path, max_cells)
-    except WorkbookTooLarge as exc:
-        if fmt != "xlsx":
-            raise
-        try:
-            with zipfile.ZipFile(path) as zf:
-                sheets = [n for n in zf.namelist()
-                          if n.startswith("xl/worksheets/") and n.endswith(".xml")]
-                largest = Extent(0, 0)
-                for name in sheets:
-                    with zf.open(name) as fh:
-                        extent = Extent(*_sheet_bound(fh, exact=True))
-                    if extent.cells > largest.cells:
-                        largest = extent
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, zlib.error):
-            raise exc from None
-        if largest.cells > max_cells:
-            raise WorkbookTooLarge(largest, max_cells) from None
-
-
 def _damaged(what: str, path: Path, part: str) -> ImportRefused:
     return ImportRefused("NOT_A_WORKBOOK", f"{what} {path.name} 已损坏，无法{part}")
 
@@ -135,7 +100,7 @@ def _open_workbook(path: Path, what: str, *, allow_xls: bool,
     try:
         fmt = sniff_file(path)
         if fmt == "xlsx" or (allow_xls and fmt == "xls"):
-            _check_extent(path, fmt, max_cells)   # before the reader allocates the extent
+            check_extent(path, max_cells)   # before the reader allocates the extent
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ImportRefused("RESULT_FILE_MISSING" if what == "结果文件" else "FILE_NOT_FOUND",
                             f"{what}不存在：{path.name}") from None
