@@ -5,10 +5,18 @@ stderr, exit 2, and nothing written."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from .engine import Engine, PredictConfig, PredictionError, RunResult
+from .engine.categories import load_category_map
+from .engine.check import CheckReport, check_workbook
+from .engine.grades import ROLE_NAMES
+
+DEMO_NOTICE = ("注意: 正在使用自带的演示模型（合成数据训练），预测结果不代表真实学生的去向；"
+               "真实使用请用 --model-dir 指向真实模型")
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plans-dir", default=str(PROJECT_DIR / "plans"))
     p.add_argument("--category-map", default=None, help="类别映射 JSON（默认：项目自带映射）")
     p.add_argument("--out-dir", default=".")
+    p.add_argument("--check", action="store_true",
+                   help="只检查成绩文件（表头、各专业人数、跳过的行、培养方案覆盖、会被拒绝的原因），不预测、不写文件")
+    p.add_argument("--legacy-columns", action="store_true",
+                   help="原系统的做法：没有学号列时用第一列，没有专业列时每名学生按每个专业预测")
     return p
 
 
@@ -59,12 +71,47 @@ def print_report(result: RunResult, out=sys.stdout) -> None:
         print(f"警告: {w}", file=out)
 
 
+def print_check(report: CheckReport, out: TextIO = sys.stdout) -> None:
+    """The check report as lines a person reads; problems first."""
+    print(report.summary, file=out)  # with every refusal a run would give
+    if report.header:
+        mapped = "、".join(f"{ROLE_NAMES[r].split('（')[0]}←“{h}”"
+                          for r, h in report.header["mapped"].items() if h)
+        print(f"表头（第 {report.header['row']} 行）: {mapped}", file=out)
+    for m in report.majors:
+        line = f"{m['major']}: {m['students']} 名学生，{m['rows']} 行"
+        if m["has_plan"]:
+            line += (f"；培养方案必修课 {m['plan_courses_in_file']}/{m['plan_courses']} 门出现在成绩表中"
+                     f"，成绩表课程 {m['file_courses_in_plan']}/{m['file_courses']} 门属于培养方案")
+        else:
+            line += f"；没有 {report.year} 级培养方案"
+        print(line, file=out)
+    if report.best_year is not None:
+        print(f"最吻合的年级: {report.best_year}", file=out)
+    for w in report.warnings:
+        print(f"警告: {w}", file=out)
+
+
+def _check(args: argparse.Namespace, config: PredictConfig, year: int) -> int:
+    report = check_workbook(args.scores_file, year, plans_dir=args.plans_dir,
+                            categories=load_category_map(args.category_map), major=args.major,
+                            legacy_columns=config.legacy_columns)
+    print_check(report)
+    return 0 if report.ok else 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = PredictConfig.parse(args.config)
+        if args.legacy_columns:
+            config = dataclasses.replace(config, legacy_columns=True)
         year = _year(args.year)
+        if args.check:
+            return _check(args, config, year)
         engine = Engine(args.model_dir, args.plans_dir, args.category_map)
+        if engine.is_demo_model:
+            print(DEMO_NOTICE, file=sys.stderr)
         result = engine.run(args.scores_file, year, major=args.major, config=config,
                             out_dir=args.out_dir)
     except PredictionError as exc:

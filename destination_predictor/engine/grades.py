@@ -11,7 +11,7 @@ import io
 import math
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +43,16 @@ SKIP_REASONS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class HeaderReport:
+    """Where the header was and which column serves each role (for the check report)."""
+
+    row: int
+    sheet: str
+    found: list[str]
+    mapped: dict[str, str | None]
+
+
 @dataclass
 class Cohort:
     """What the grade workbook says, reduced to what the engine needs.
@@ -57,6 +67,7 @@ class Cohort:
     has_major_column: bool
     skipped: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
+    header: HeaderReport | None = None
 
     @cached_property
     def courses_taken(self) -> dict[str, int]:
@@ -84,25 +95,97 @@ def sniff_format(path: Path) -> ExcelFormat:
     return fmt
 
 
-# Lower-cased header fragments of every column the reader may need; the
-# sheet is parsed once, keeping only columns whose header contains one.
-_WANTED = ("snh", "course_name", "current_major", "major", "grade", "成绩", "course_attribute")
+# The headers registrar exports actually use, per role, compared case- and
+# space-insensitively; the first alias that equals a header wins.
+HEADER_ALIASES: dict[str, tuple[str, ...]] = {
+    "student_id": ("snh", "学号"),
+    "major": ("current_major", "major", "专业", "当前专业", "现专业"),
+    "course": ("course_name", "课程名称", "课程名"),
+    "grade": ("grade", "成绩", "总评成绩", "最终成绩"),
+    "attribute": ("course_attribute", "课程属性", "课程性质"),
+}
+# The deployed code also took a header that merely contains one of these.
+_LEGACY_CONTAINS: dict[str, tuple[str, ...]] = {
+    "student_id": ("snh",),
+    "major": ("current_major", "major"),
+    "course": ("course_name",),
+    "grade": ("grade", "成绩"),
+    "attribute": ("course_attribute",),
+}
+ROLE_NAMES: dict[str, str] = {
+    "student_id": "学号（SNH/学号）", "major": "专业（Current_Major/专业）",
+    "course": "课程名（Course_Name/课程名称）", "grade": "成绩（Grade/成绩）",
+    "attribute": "课程属性（Course_Attribute/课程属性）",
+}
+# A title block above the header ("2024 级成绩单", a blank row) is looked through.
+HEADER_SEARCH_ROWS = 10
+
+
+def normalise_header(text: object) -> str:
+    """``" Current Major"``, ``"current_major"`` and ``"CURRENT-MAJOR"`` are one header."""
+    return "".join(ch for ch in str(text).lower() if not (ch.isspace() or ch in "_-"))
+
+
+def map_headers(headers: Sequence[object]) -> dict[str, int | None]:
+    """Each role -> the index of its column (``None``: no such column).
+
+    Equality with an alias first (in alias order), then the deployed code's
+    "contains" rule for the English names; a column serves one role only."""
+    norm = [normalise_header(h) for h in headers]
+    found: dict[str, int | None] = {}
+    taken: set[int] = set()
+    for role, aliases in HEADER_ALIASES.items():
+        keys = [normalise_header(a) for a in aliases]
+        found[role] = next((norm.index(k) for k in keys
+                            if k in norm and norm.index(k) not in taken), None)
+        if found[role] is None:
+            found[role] = next((i for key in _LEGACY_CONTAINS[role] for i, h in enumerate(norm)
+                                if normalise_header(key) in h and i not in taken), None)
+        if found[role] is not None:
+            taken.add(found[role])  # type: ignore[arg-type]
+    return found
 
 
 def _want(column: object) -> bool:
-    name = str(getattr(column, "name", "")).strip().lower()
-    return getattr(column, "index", 1) == 0 or any(k in name for k in _WANTED)
+    name = normalise_header(getattr(column, "name", ""))
+    return getattr(column, "index", 1) == 0 or any(
+        normalise_header(a) in name for aliases in HEADER_ALIASES.values() for a in aliases)
 
 
-def _load_columns(path: Path, max_cells: int) -> tuple[list[str], list[list[str | None]],
-                                                       list[str]]:
-    """Headers and text cells of the first non-empty sheet (the registrar puts data first).
+@dataclass
+class Sheet:
+    """The columns the reader kept, with where the header was found."""
+
+    headers: list[str]
+    columns: list[list[str | None]]
+    header_row: int                     # 1-based row of the header in the sheet
+    sheet_name: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _header_row(reader: fastexcel.ExcelReader, index: int) -> int | None:
+    """0-based row, within the first ``HEADER_SEARCH_ROWS``, of the first row whose
+    cells name a course or a grade column and one more known role."""
+    top = reader.load_sheet(index, header_row=None, n_rows=HEADER_SEARCH_ROWS,
+                            dtypes="string").to_arrow()
+    rows = list(zip(*(c.to_pylist() for c in top.columns), strict=True))
+    for r, cells in enumerate(rows):
+        roles = {k for k, v in map_headers([c or "" for c in cells]).items() if v is not None}
+        if roles & {"course", "grade"} and len(roles) >= 2:
+            return r
+    return None
+
+
+def _load_columns(path: Path, max_cells: int) -> Sheet:
+    """The header and text cells of the first non-empty sheet (the registrar puts data first).
 
     fastexcel parses the sheet in Rust and hands back Arrow strings for just
     the needed columns: the workbook is read once, without a Python object
-    per cell of the columns nobody uses. Before it allocates anything, the
-    sheet's extent is checked (``excel.check_extent``), and every failure of
-    the reader -- a Rust panic included -- is ``CORRUPT_WORKBOOK``.
+    per cell of the columns nobody uses. A header that is not in the first row
+    (title rows above it) is searched for in the first ``HEADER_SEARCH_ROWS``.
+    Before the reader allocates anything, the sheet's extent is checked
+    (``excel.check_extent``), and every failure of the reader -- a Rust panic
+    included -- is ``CORRUPT_WORKBOOK``.
     """
     fmt = sniff_format(path)
     data = path.read_bytes()
@@ -117,17 +200,8 @@ def _load_columns(path: Path, max_cells: int) -> tuple[list[str], list[list[str 
         check_extent(path, max_cells)
     except WorkbookTooLarge as exc:
         raise PredictionError("WORKBOOK_TOO_LARGE", too_large_message(exc)) from exc
-    warnings: list[str] = []
     try:
-        reader = fastexcel.read_excel(data)
-        for i, name in enumerate(reader.sheet_names):
-            table = reader.load_sheet(i, use_columns=_want, dtypes="string").to_arrow()
-            headers = [str(c) for c in table.column_names]
-            if not headers or all(h.startswith("__UNNAMED__") for h in headers):
-                continue
-            if i > 0:
-                warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
-            return headers, [c.to_pylist() for c in table.columns], warnings
+        return _first_sheet_with_data(fastexcel.read_excel(data))
     except PredictionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reader raises several unrelated types
@@ -136,22 +210,30 @@ def _load_columns(path: Path, max_cells: int) -> tuple[list[str], list[list[str 
         if not is_reader_panic(exc):
             raise
         raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+
+
+def _first_sheet_with_data(reader: fastexcel.ExcelReader) -> Sheet:
+    for i, name in enumerate(reader.sheet_names):
+        header_row = 0
+        table = reader.load_sheet(i, use_columns=_want, dtypes="string").to_arrow()
+        headers = [str(c) for c in table.column_names]
+        if not headers or all(h.startswith("__UNNAMED__") for h in headers):
+            continue
+        roles = map_headers(headers)
+        if roles["course"] is None or roles["grade"] is None:
+            found = _header_row(reader, i)
+            if found:
+                header_row = found
+                table = reader.load_sheet(i, header_row=found, use_columns=_want,
+                                          dtypes="string").to_arrow()
+                headers = [str(c) for c in table.column_names]
+        sheet = Sheet(headers, [c.to_pylist() for c in table.columns], header_row + 1, name)
+        if i > 0:
+            sheet.warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
+        if header_row:
+            sheet.warnings.append(f"表头在第 {header_row + 1} 行，已跳过上方的 {header_row} 行标题")
+        return sheet
     raise PredictionError("EMPTY_WORKBOOK", "成绩文件是空的：没有任何数据")
-
-
-def find_column(headers: list[str], *keys: str) -> int | None:
-    """Case-insensitive on stripped text: equality for every key, then containment."""
-    norm = [str(h).strip().lower() for h in headers]
-    for key in keys:
-        k = key.lower()
-        if k in norm:
-            return norm.index(k)
-    for key in keys:
-        k = key.lower()
-        for i, h in enumerate(norm):
-            if k in h:
-                return i
-    return None
 
 
 def _text(v: str | None) -> str:
@@ -170,23 +252,39 @@ def _grade(v: str) -> float | None:
     return g if math.isfinite(g) and 0.0 <= g <= 100.0 else None
 
 
-def read_grades(path: str | Path, *, max_cells: int = DEFAULT_MAX_CELLS) -> Cohort:
+def check_columns(headers: Sequence[str], roles: Mapping[str, int | None], *,
+                  require_major: bool, legacy_columns: bool) -> None:
+    """Refuse (``MISSING_COLUMNS``) a sheet without an id, course or grade column, or
+    without a major column when no major was chosen: the deployed code's fallbacks
+    (first column as the id, every student in every major) gave silent garbage.
+    ``legacy_columns`` keeps those fallbacks for whoever needs them."""
+    needed = ["course", "grade"]
+    if not legacy_columns:
+        needed.insert(0, "student_id")
+        if require_major:
+            needed.append("major")
+    missing = [ROLE_NAMES[r] for r in needed if roles[r] is None]
+    if missing:
+        shown = "、".join(f"“{h}”" for h in headers if not h.startswith("__UNNAMED__")) or "（无）"
+        raise PredictionError("MISSING_COLUMNS",
+                              f"成绩文件缺少必需的列：{'、'.join(missing)}。找到的列：{shown}")
+
+
+def read_grades(path: str | Path, *, max_cells: int = DEFAULT_MAX_CELLS,
+                require_major: bool = False, legacy_columns: bool = False) -> Cohort:
     """Parse the workbook per docs/algorithm.md §4, counting every skipped row.
 
-    ``max_cells`` bounds the rows x columns a sheet may reach (``WORKBOOK_TOO_LARGE``)."""
-    p = Path(path)
-    headers, columns, warnings = _load_columns(p, max_cells)
-    i_course = find_column(headers, "Course_Name")
-    if i_course is None:
-        raise PredictionError("NO_COURSE_COLUMN", "成绩文件缺少 Course_Name（课程名）列")
-    i_id = find_column(headers, "SNH")
-    if i_id is None:
-        i_id = 0
-    i_major = find_column(headers, "Current_Major", "Major")
-    i_grade = find_column(headers, "Grade", "成绩")
-    if i_grade is None:
-        raise PredictionError("NO_GRADE_COLUMN", "成绩文件缺少 Grade（成绩）列")
-    i_attr = find_column(headers, "Course_Attribute")
+    ``max_cells`` bounds the rows x columns a sheet may reach (``WORKBOOK_TOO_LARGE``);
+    ``require_major``: every major is predicted, so each student's major must be known;
+    ``legacy_columns``: the deployed fallbacks for a missing id or major column."""
+    sheet = _load_columns(Path(path), max_cells)
+    headers, columns, warnings = sheet.headers, sheet.columns, list(sheet.warnings)
+    roles = map_headers(headers)
+    check_columns(headers, roles, require_major=require_major, legacy_columns=legacy_columns)
+    i_course, i_grade = roles["course"], roles["grade"]
+    assert i_course is not None and i_grade is not None
+    i_id = roles["student_id"] if roles["student_id"] is not None else 0
+    i_major, i_attr = roles["major"], roles["attribute"]
     n_rows = len(columns[0])
     if not n_rows:
         raise PredictionError("NO_STUDENT_ROWS", "成绩文件只有表头，没有学生数据")
@@ -240,6 +338,9 @@ def read_grades(path: str | Path, *, max_cells: int = DEFAULT_MAX_CELLS) -> Coho
     for reason, n in skipped.items():
         warnings.append(f"跳过 {n} 行：{SKIP_REASONS[reason]}")
     return Cohort(
+        header=HeaderReport(row=sheet.header_row, sheet=sheet.sheet_name, found=headers,
+                            mapped={r: (headers[i] if i is not None else None)
+                                    for r, i in roles.items()}),
         students=students,
         majors=major_of,
         scores=scores,

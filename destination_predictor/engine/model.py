@@ -27,6 +27,50 @@ MODEL_FILES = ("catboost_model.cbm", "scaler.pkl", "feature_columns.json", "mode
 PREDICT_CHUNK = 250_000
 
 
+def _load_note(message: Warning | str, scaler: Any) -> str:
+    """One warning raised while unpickling ``scaler.pkl``, for the operator.
+
+    The expected one is scikit-learn's ``InconsistentVersionWarning`` (the
+    deployed scaler was pickled by 1.5.2): recognised by its class, and
+    explained in Chinese -- after checking on the loaded object that it still
+    scales exactly as ``(x - mean_) / scale_``, the only thing a StandardScaler
+    does, so the predictions are those of the version that saved it. Any other
+    warning keeps its own first sentence.
+    """
+    from sklearn.exceptions import InconsistentVersionWarning  # loaded by the unpickle anyway
+
+    if not isinstance(message, InconsistentVersionWarning):
+        return str(message).split(". ")[0]
+    saved = (f"scaler.pkl 由 scikit-learn {message.original_sklearn_version} 保存，"
+             f"当前为 {message.current_sklearn_version}")
+    if message.estimator_name == "StandardScaler" and scaler_matches_formula(scaler):
+        return f"{saved}；StandardScaler 只用 mean_/scale_（已核对缩放结果一致），结果不受影响"
+    return (f"{saved}；无法确认 {message.estimator_name} 的结果不受版本影响，"
+            f"请用当前版本重新保存 scaler.pkl")
+
+
+def scaler_matches_formula(scaler: Any) -> bool:
+    """Whether ``scaler.transform`` is exactly ``(x - mean_) / scale_`` (honouring
+    ``with_mean``/``with_std``) on probe rows spread over each feature's range,
+    a missing value included -- what a StandardScaler of any version computes."""
+    try:
+        mean = np.asarray(scaler.mean_, dtype=float) if scaler.with_mean else 0.0
+        scale = np.asarray(scaler.scale_, dtype=float) if scaler.with_std else 1.0
+        width = int(scaler.n_features_in_)
+        centre = np.broadcast_to(mean, (width,))
+        spread = np.broadcast_to(scale, (width,))
+        probe = centre + spread * np.array([[0.0], [1.0], [-2.5], [7.0]])
+        probe[1, 0] = np.nan
+        names = getattr(scaler, "feature_names_in_", None)
+        x = pd.DataFrame(probe, columns=list(names)) if names is not None else probe
+        got = np.asarray(scaler.transform(x), dtype=float)
+    except Exception:  # noqa: BLE001 - anything unexpected means "cannot confirm"
+        return False
+    expected = (probe - mean) / scale
+    return got.shape == expected.shape and bool(
+        np.allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True))
+
+
 @dataclass
 class DestinationModel:
     """CatBoost + scaler + the post-processing parameters of model_params.json."""
@@ -59,9 +103,7 @@ class DestinationModel:
         with (d / "scaler.pkl").open("rb") as fh, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             scaler = pickle.load(fh)  # noqa: S301 - the operator's own model directory
-        # A scaler pickled by another scikit-learn version still transforms the
-        # same way (mean_/scale_); say so once instead of on every load.
-        notes = [str(w.message).split(". ")[0] for w in caught]
+        notes = [_load_note(w.message, scaler) for w in caught]
         booster = CatBoostClassifier()
         try:
             booster.load_model(str(d / "catboost_model.cbm"))
@@ -75,6 +117,12 @@ class DestinationModel:
         order = {name: i for i, name in enumerate([*BASE, "AcademicStrength"])}
         return cls(d, list(feature_columns), params, scaler, booster, version,
                    [order[c] for c in feature_columns], notes)
+
+    @property
+    def is_demo(self) -> bool:
+        """``model_params.json`` says ``"synthetic": true``: the bundled demo model,
+        trained on made-up students; its predictions must never pass for real ones."""
+        return bool(self.params.get("synthetic"))
 
     def strength_stats(self, major: str) -> dict[str, list[float]]:
         stats = self.params.get("strength_stats") or {}

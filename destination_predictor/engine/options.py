@@ -15,15 +15,23 @@ MAX_CONFIG_CHARS = 1024
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """``with_uniform_inverse`` switches the search on; grades bound the candidates."""
+    """``with_uniform_inverse`` switches the search on; grades bound the candidates;
+    ``legacy_columns`` restores the deployed code's fallbacks for a grade sheet
+    without an id column (first column) or major column (every major)."""
 
     with_uniform_inverse: bool = True
     min_grade: int = 60
     max_grade: int = 90
+    legacy_columns: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The ``config`` clients see; ``legacy_columns`` only when it is on."""
         d = asdict(self)
         d["with_uniform_inverse"] = 1 if self.with_uniform_inverse else 0
+        if self.legacy_columns:
+            d["legacy_columns"] = 1
+        else:
+            del d["legacy_columns"]
         return d
 
     @classmethod
@@ -43,17 +51,21 @@ class PredictConfig:
             data = raw
         if not isinstance(data, dict):
             raise PredictionError("BAD_CONFIG", "config 必须是 JSON 对象")
-        unknown = set(data) - {"with_uniform_inverse", "min_grade", "max_grade"}
+        unknown = set(data) - {"with_uniform_inverse", "min_grade", "max_grade", "legacy_columns"}
         if unknown:
             raise PredictionError("BAD_CONFIG", f"config 含有未知字段: {', '.join(sorted(unknown))}")
         flag = data.get("with_uniform_inverse", 1)
         if flag not in (0, 1, True, False):
             raise PredictionError("BAD_CONFIG", "with_uniform_inverse 只能是 1 或 0")
+        legacy = data.get("legacy_columns", 0)
+        if legacy not in (0, 1, True, False):
+            raise PredictionError("BAD_CONFIG", "legacy_columns 只能是 1 或 0")
         lo = _grade(data.get("min_grade", 60), "min_grade")
         hi = _grade(data.get("max_grade", 90), "max_grade")
         if lo > hi:
             raise PredictionError("BAD_CONFIG", "min_grade 不能大于 max_grade")
-        return cls(with_uniform_inverse=bool(flag), min_grade=lo, max_grade=hi)
+        return cls(with_uniform_inverse=bool(flag), min_grade=lo, max_grade=hi,
+                   legacy_columns=bool(legacy))
 
 
 def _grade(value: Any, name: str) -> int:

@@ -22,6 +22,8 @@ import numpy as np
 from .. import __version__
 from . import features, inverse
 from .categories import CategoryMap, load_category_map
+from .check import CheckReport, check_workbook
+from .coverage import LOW_COVERAGE, best_year, coverage, coverage_warning
 from .errors import PredictionCancelled, PredictionError
 from .excel import DEFAULT_MAX_CELLS
 from .grades import Cohort, grade_matrix, read_grades
@@ -82,6 +84,31 @@ class Engine:
                 digest.update(hashlib.sha256(path.read_bytes()).digest())
         return digest.hexdigest()
 
+    def check(self, scores_file: str | Path, year: int, *, major: str | None = None,
+              config: PredictConfig | None = None) -> CheckReport:
+        """What a ``run`` with these arguments would find and refuse, without predicting."""
+        config = config or PredictConfig()
+        return check_workbook(scores_file, year, plans_dir=self.plans_dir,
+                              categories=self.categories, major=major, max_cells=self.max_cells,
+                              legacy_columns=config.legacy_columns)
+
+    def _coverage_warnings(self, plan: Plan, cohort: Cohort, sids: list[str]) -> list[str]:
+        """A warning when few of the plan's required courses appear for these students
+        (a wrong year, or the demo plans with real grades), naming the best year."""
+        taken = cohort.scores.loc[cohort.scores["sid"].isin(sids), "course"]
+        file_courses = set(taken.unique())
+        cov = coverage(plan, file_courses)
+        if cov.share >= LOW_COVERAGE:
+            return []
+        best = best_year(self.plans_dir, self.categories, plan.major, file_courses)
+        warning = coverage_warning(plan.major, plan.year, cov, best)
+        return [warning] if warning else []
+
+    @property
+    def is_demo_model(self) -> bool:
+        """The bundled demo model (trained on synthetic data): every answer says so."""
+        return self.model.is_demo
+
     def majors_by_year(self) -> dict[int, list[dict[str, str]]]:
         return catalogue(self.plans_dir)
 
@@ -137,7 +164,9 @@ class Engine:
 
         report(2, "正在读取成绩文件...")
         with stopwatch("read"):
-            cohort = read_grades(scores_file, max_cells=self.max_cells)
+            cohort = read_grades(scores_file, max_cells=self.max_cells,
+                                 require_major=major is None,
+                                 legacy_columns=config.legacy_columns)
         check_cancel()
         report(10, f"已读取成绩文件：{len(cohort.students)} 名学生")
         plans = {m: read_plan(plan_files[m], year, m, self.categories) for m in wanted}
@@ -153,6 +182,7 @@ class Engine:
                     warnings.append(f"成绩文件中没有{m}专业的学生，已跳过该专业")
                     continue
                 report(10 + int(75 * i / len(wanted)), f"正在预测{m}专业...")
+                warnings.extend(self._coverage_warnings(plans[m], cohort, sids))
                 results.append(self.predict_major(plans[m], code_for(m, codes), cohort, sids,
                                                   config, cancel))
         if not results:
