@@ -25,12 +25,16 @@ def _child(path: str, year: int, model_dir: str, plans_dir: str) -> None:
 
     engine = Engine(model_dir, plans_dir)
     t_load = time.perf_counter() - t0
+    t_check = time.perf_counter()
+    engine.check(path, year)  # what POST /api/task/validate does (in its own process)
+    t_check = time.perf_counter() - t_check
     with tempfile.TemporaryDirectory() as out:
         t1 = time.perf_counter()
         result = engine.run(path, year, out_dir=out)
         t_run = time.perf_counter() - t1
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"load": t_load, "run": t_run, **result.timings, "peak_mb": peak_mb,
+    print(json.dumps({"load": t_load, "run": t_run, "check": t_check, **result.timings,
+                      "peak_mb": peak_mb,
                       "students": result.summary["students"]}))
 
 
@@ -92,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
 
     print(f"{'students':>8} {'file MB':>8} {'read s':>7} {'predict s':>9} {'write s':>8} "
-          f"{'run s':>7} {'load s':>7} {'peak MB':>8}")
+          f"{'run s':>7} {'load s':>7} {'check s':>8} {'peak MB':>8}")
     for r in rows:
         print(f"{r['n']:>8} {r['mb']:>8.1f} {r['read']:>7.2f} {r['predict']:>9.2f} "
-              f"{r['write']:>8.2f} {r['run']:>7.2f} {r['load']:>7.2f} {r['peak_mb']:>8.0f}")
+              f"{r['write']:>8.2f} {r['run']:>7.2f} {r['load']:>7.2f} {r['check']:>8.2f} "
+              f"{r['peak_mb']:>8.0f}")
     if len(rows) >= 2:
         a, b = rows[-2], rows[-1]
         marginal = (b["run"] - a["run"]) / (b["n"] - a["n"])

@@ -103,7 +103,7 @@ def test_health_details_need_the_token(app_config: dict[str, Any], make_app: Any
     app_config["PREDICT_API_TOKEN"] = "s3cret"
     client = make_app(app_config).test_client()
     public = _health(client)
-    assert set(public) == {"status", "version", "model_loaded"}
+    assert set(public) == {"status", "version", "model_loaded", "demo_model"}
     full = _health(client, headers={"Authorization": "Bearer s3cret"})
     assert {"pid", "free_disk_bytes", "tasks", "running"} <= set(full)
     assert set(_health(client, headers={"Authorization": "Bearer wrong"})) == set(public)
@@ -112,7 +112,7 @@ def test_health_details_need_the_token(app_config: dict[str, Any], make_app: Any
 def test_without_a_token_details_only_for_loopback(client: Any) -> None:
     assert "pid" in _health(client)  # the test client comes from 127.0.0.1
     remote = _health(client, environ_base={"REMOTE_ADDR": "10.0.0.7"})
-    assert set(remote) == {"status", "version", "model_loaded"}
+    assert set(remote) == {"status", "version", "model_loaded", "demo_model"}
 
 
 def test_data_files_are_private(app: Any) -> None:

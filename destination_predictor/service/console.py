@@ -82,6 +82,7 @@ def monitor_snapshot(manager: TaskManager) -> dict[str, Any]:
         "status": health.get("status"),
         "model_loaded": health.get("model_loaded"),
         "model_version": health.get("model_version"),
+        "demo_model": health.get("demo_model"),
         "model_error": health.get("model_error"),
         "uptime_s": health.get("uptime_s"),
         "started_at": _iso(manager.started_at),

@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO
 from flask import current_app
 
 from .. import __version__
+from ..engine.options import PredictConfig
 from .cache import ResultCache, cache_key
 from .cleaner import Cleaner
 from .errors import ServiceError
@@ -42,6 +43,7 @@ from .task import (
     new_task_id,
 )
 from .uploads import UploadRejected, discard_upload, save_upload
+from .validate import validate_upload
 
 EXTENSION_KEY = "predict"
 # Walking uploads/ and results/ on every refresh of every open console would
@@ -118,7 +120,7 @@ class TaskManager:
             file_sha256=saved.sha256, config=config, priority=priority,
             cache_key=cache_key(saved.sha256, year, major, config,
                                 engine.fingerprint(year, major)),
-            created_at=self.clock(), model_version=version)
+            created_at=self.clock(), model_version=version, demo_model=engine.is_demo_model)
         try:
             self.store.add(task)
         except StoreUnwritable:
@@ -137,6 +139,17 @@ class TaskManager:
             log_event(self.log, "task.refused", task.id, logging.WARNING, code="QUEUE_FULL")
             raise _queue_full() from None
         return task
+
+    def validate(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,
+                 config: dict[str, Any]) -> dict[str, Any]:
+        """The check report of an upload (``service.validate``); no task, nothing kept."""
+        engine = self._engine()
+        major = self.resolve_major(year, major)
+        if self._disk_low(self._free_bytes()):
+            raise _disk_full()
+        return validate_upload(stream, filename, year=year, major=major,
+                               config=PredictConfig.parse(config), settings=self.settings,
+                               demo_model=engine.is_demo_model)
 
     def get(self, task_id: str) -> Task:
         if not is_valid_task_id(task_id):
@@ -251,6 +264,7 @@ class TaskManager:
             "version": __version__,
             "model_loaded": self.engine is not None,
             "model_version": self.engine.model_version if self.engine is not None else None,
+            "demo_model": bool(self.engine is not None and self.engine.is_demo_model),
             "model_error": self.engine_error,
             "running": self.executor.running_count(),
             "pending": self.executor.pending_count(),

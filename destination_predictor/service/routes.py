@@ -25,7 +25,7 @@ health_bp = Blueprint("health", __name__)
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 MAX_LIST_LIMIT = 500
 # What /health tells anyone; the rest (pid, disk, counts, paths) needs the token.
-PUBLIC_HEALTH_FIELDS = ("status", "version", "model_loaded")
+PUBLIC_HEALTH_FIELDS = ("status", "version", "model_loaded", "demo_model")
 
 
 def _form_text(name: str) -> str | None:
@@ -69,6 +69,19 @@ def start_task() -> tuple[Response, int]:
         raise ServiceError("MISSING_FILE", "请上传成绩文件（表单字段 file，.xlsx 或 .xls）")
     task = current_manager().start_task(upload.stream, upload.filename, **fields)
     return ok({"task_id": task.id, "message": "预测任务已启动", "status": task.status.wire})
+
+
+@api_bp.post("/task/validate")
+def validate_task() -> tuple[Response, int]:
+    """The check before a run: what the workbook holds and what a run would
+    refuse, at once; no task is created and nothing is kept."""
+    fields = _parse_start_form()
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise ServiceError("MISSING_FILE", "请上传成绩文件（表单字段 file，.xlsx 或 .xls）")
+    report = current_manager().validate(upload.stream, upload.filename, year=fields["year"],
+                                        major=fields["major"], config=fields["config"])
+    return ok(report)
 
 
 @api_bp.get("/task/status/<task_id>")

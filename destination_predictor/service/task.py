@@ -117,6 +117,7 @@ class Task:
     expired_at: float | None = None
     cached_from: str | None = None
     model_version: str | None = None
+    demo_model: bool = False  # predicted by the bundled demo model: never real predictions
 
     def __post_init__(self) -> None:
         # A state given as text ("running") is checked and stored as the enum.
@@ -179,6 +180,7 @@ class Task:
             "cached": self.cached_from is not None,
             "cached_from": self.cached_from,
             "model_version": self.model_version,
+            "demo_model": self.demo_model,
         }
 
     @property

@@ -72,22 +72,20 @@ def safe_original_name(filename: str) -> str:
     return f"{stem}{ext}"
 
 
-def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_dir: Path,
-                max_bytes: int, max_unzipped_bytes: int, now: datetime | None = None
-                ) -> SavedUpload:
-    """Check and store one upload as ``uploads/{timestamp}_{original}``, a hard link
-    to ``uploads/.content/{sha256}{ext}`` (identical uploads are stored once).
+def receive(stream: BinaryIO, filename: str, *, staging_dir: Path, max_bytes: int,
+            max_unzipped_bytes: int) -> tuple[Path, str, str, int]:
+    """Write one upload to a temporary file in ``staging_dir`` and check it there.
 
-    Raises UploadRejected (nothing is left on disk) for a wrong extension,
-    wrong content, an oversize file or a decompression bomb.
+    Returns (temporary path, safe original name, sha256, size); the caller
+    owns the file. Raises UploadRejected (nothing is left on disk) for a wrong
+    extension, wrong content, an oversize file or a decompression bomb.
     """
     original = safe_original_name(filename)
     ext = extension_of(original)
     if ext not in ALLOWED_EXTENSIONS:
         raise UploadRejected("UNSUPPORTED_FILE_TYPE", "只支持 .xlsx 或 .xls 格式的 Excel 文件")
     staging_dir.mkdir(parents=True, exist_ok=True)
-    uploads_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=staging_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix="upload-", suffix=".part" + ext, dir=staging_dir)
     tmp = Path(tmp_name)
     try:
         digest = hashlib.sha256()
@@ -106,13 +104,33 @@ def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_d
         if size == 0:
             raise UploadRejected("EMPTY_FILE", "上传的文件是空的")
         check_content(tmp, ext, max_unzipped_bytes)
-        blob = _keep_content(tmp, uploads_dir / CONTENT_DIR, digest.hexdigest() + ext)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, original, digest.hexdigest(), size
+
+
+def save_upload(stream: BinaryIO, filename: str, *, uploads_dir: Path, staging_dir: Path,
+                max_bytes: int, max_unzipped_bytes: int, now: datetime | None = None
+                ) -> SavedUpload:
+    """Check and store one upload as ``uploads/{timestamp}_{original}``, a hard link
+    to ``uploads/.content/{sha256}{ext}`` (identical uploads are stored once).
+
+    Raises UploadRejected (nothing is left on disk) for a wrong extension,
+    wrong content, an oversize file or a decompression bomb.
+    """
+    tmp, original, sha256, size = receive(stream, filename, staging_dir=staging_dir,
+                                          max_bytes=max_bytes,
+                                          max_unzipped_bytes=max_unzipped_bytes)
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        blob = _keep_content(tmp, uploads_dir / CONTENT_DIR, sha256 + extension_of(original))
         stored = _place(blob, uploads_dir, original, now or datetime.now())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return SavedUpload(path=uploads_dir / stored, stored_name=stored, original_name=original,
-                       sha256=digest.hexdigest(), size=size)
+                       sha256=sha256, size=size)
 
 
 def discard_upload(saved: SavedUpload) -> None:

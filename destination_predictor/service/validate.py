@@ -1,0 +1,70 @@
+"""``POST /api/task/validate``: the check before a run, answered at once.
+
+The upload is checked like a task's (extension, content, size, zip bomb) into
+a temporary file, then ``engine.check.check_workbook`` reads it in a child
+process under the job memory limit -- the same isolation a task's run gets,
+because this route parses untrusted workbooks while the service holds the
+queue. Nothing is kept and no task is created.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..engine.options import PredictConfig
+from .errors import ServiceError
+from .runner import limit_memory
+from .settings import Settings
+from .uploads import receive
+
+# A 5,000-student export is checked in about 2 s; far beyond that something is wrong.
+CHECK_TIMEOUT_S = 120.0
+
+
+def _check_in_child(path: str, year: int, major: str | None, plans_dir: str,
+                    category_map: str | None, max_cells: int, legacy: bool) -> dict[str, Any]:
+    from ..engine.categories import load_category_map
+    from ..engine.check import check_workbook
+
+    report = check_workbook(path, year, plans_dir=plans_dir,
+                            categories=load_category_map(category_map), major=major,
+                            max_cells=max_cells, legacy_columns=legacy)
+    return report.to_dict()
+
+
+def validate_upload(stream: BinaryIO, filename: str, *, year: int, major: str | None,
+                    config: PredictConfig, settings: Settings,
+                    demo_model: bool) -> dict[str, Any]:
+    """The check report of one upload (``engine.check.CheckReport.to_dict()`` plus
+    the file name and whether the demo model would predict it)."""
+    tmp, original, _sha, size = receive(stream, filename, staging_dir=settings.staging_dir,
+                                        max_bytes=settings.max_upload_bytes,
+                                        max_unzipped_bytes=settings.max_unzipped_bytes)
+    try:
+        report = _run_isolated(tmp, year, major, config, settings)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.update(file_name=original, bytes=size, demo_model=demo_model)
+    return report
+
+
+def _run_isolated(path: Path, year: int, major: str | None, config: PredictConfig,
+                  settings: Settings) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_memory,
+                             initargs=(settings.job_memory_mb,)) as pool:
+        future = pool.submit(_check_in_child, str(path), year, major, str(settings.plans_dir),
+                             str(settings.category_map) if settings.category_map else None,
+                             settings.max_cells, config.legacy_columns)
+        try:
+            return future.result(timeout=CHECK_TIMEOUT_S)
+        except BrokenProcessPool:
+            raise ServiceError("CHECK_CRASHED", "检查进程异常退出：文件可能已损坏或范围异常大") from None
+        except TimeoutError:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            raise ServiceError("CHECK_TIMEOUT", "检查超时：文件可能异常大") from None
