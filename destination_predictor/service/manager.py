@@ -213,14 +213,17 @@ class TaskManager:
 
     def results_zip(self, task_id: str) -> tuple[IO[bytes], str]:
         """Every result of a task in one zip (stored, not deflated: xlsx is
-        already compressed); the temporary file disappears when closed."""
+        already compressed); the temporary file disappears when closed.
+
+        Members carry the engine's names (``Cohort2024_Predictions_ai.xlsx``),
+        not the stored ``{task_id}_`` prefix; the zip's own name keeps the id."""
         task = self.completed(task_id)
         paths = [self._inside_results(name) for name in task.result_files]
         tmp = tempfile.TemporaryFile(dir=self.settings.staging_dir)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
                 for p in paths:
-                    zf.write(p, arcname=p.name)
+                    zf.write(p, arcname=p.name.removeprefix(f"{task.id}_"))
             tmp.seek(0)
         except BaseException:
             tmp.close()
@@ -281,7 +284,8 @@ class TaskManager:
         }
 
     def disk_usage(self) -> dict[str, int]:
-        """Bytes and files under uploads/ and results/, at most ``DISK_USAGE_CACHE_S`` old."""
+        """Task files in uploads/ and results/ and the bytes they take, at most
+        ``DISK_USAGE_CACHE_S`` old (see ``_dir_size``)."""
         with self._disk_lock:
             now = time.monotonic()
             if self._disk_usage is not None and now - self._disk_usage[0] < DISK_USAGE_CACHE_S:
@@ -317,16 +321,34 @@ def _queue_full() -> ServiceError:
 
 
 def _dir_size(root: Path) -> tuple[int, int]:
-    """Bytes and regular files under ``root``; files vanishing meanwhile
+    """(bytes, files) of one data directory as the monitor shows them.
+
+    Files: the task files directly in ``root`` (one upload or one result per
+    name); dot files are not tasks' -- the repository's ``.gitkeep``, a copy in
+    progress (``.name.part``). Bytes: what those files and the content store
+    under ``root`` (``uploads/.content``: each distinct upload once, a hard link
+    per task) take on disk, each inode counted once. Files vanishing meanwhile
     (the cleaner runs concurrently) are simply not counted."""
-    total = 0
+    sizes: dict[tuple[int, int], int] = {}
     count = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
+    pending: list[tuple[str, bool]] = [(str(root), True)]
+    while pending:
+        directory, top = pending.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((entry.path, False))
+                    continue
+                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            total += st.st_size
-            count += 1
-    return total, count
+            sizes[(st.st_dev, st.st_ino)] = st.st_size
+            count += top
+    return sum(sizes.values()), count

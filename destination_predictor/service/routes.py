@@ -99,8 +99,10 @@ def cancel_task(task_id: str) -> tuple[Response, int]:
 @api_bp.get("/task/result/<task_id>/<filename>")
 def task_result(task_id: str, filename: str) -> Response:
     path = current_manager().result_path(task_id, filename)
-    return send_file(path, mimetype=XLSX_MIME, as_attachment=True, download_name=path.name,
-                     max_age=0)
+    # Stored and addressed as {task_id}_Cohort...xlsx (one results/ dir for all
+    # tasks); saved on the user's disk under the engine's own name.
+    return send_file(path, mimetype=XLSX_MIME, as_attachment=True,
+                     download_name=path.name.removeprefix(f"{task_id}_"), max_age=0)
 
 
 @api_bp.get("/task/<task_id>/results.zip")
