@@ -65,6 +65,85 @@ def test_uploads_a_given_file(gunicorn_server: str, tmp_path: Path) -> None:
     assert any(p.name.endswith("_All.xlsx") for p in (tmp_path / "out").iterdir())
 
 
+# --- on an operator's machine: requests and the standard library only -------------
+
+# requests and what it imports; nothing else of the venv is importable in
+# run_with_requests_only (no pandas, numpy, openpyxl, xlsxwriter, CatBoost).
+REQUESTS_PACKAGES = ("requests", "urllib3", "idna", "certifi", "charset_normalizer")
+HEAVY = ("pandas", "numpy", "openpyxl", "xlsxwriter", "catboost", "sklearn", "flask")
+
+
+@pytest.fixture(scope="module")
+def requests_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding only requests and its dependencies (symlinks into the venv)."""
+    import importlib
+
+    site = tmp_path_factory.mktemp("requests-only")
+    for name in REQUESTS_PACKAGES:
+        package = Path(importlib.import_module(name).__file__ or "").parent
+        (site / name).symlink_to(package, target_is_directory=True)
+    return site
+
+
+def run_with_requests_only(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python3 test-async-api.py ARGS`` with ``-S`` (no site-packages): the import
+    path is the standard library, ``site`` and the checkout -- what an operator's
+    machine with only ``pip install requests`` has."""
+    code = ("import runpy, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; "
+            "sys.argv = sys.argv[3:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(site), str(REPO), str(CHECK_SCRIPT), *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd, stdin=subprocess.DEVNULL)
+    print(proc.stdout, proc.stderr, f"rc={proc.returncode}", sep="\n")
+    return proc
+
+
+def test_the_isolated_interpreter_has_only_requests(requests_only: Path, tmp_path: Path) -> None:
+    probe = ("import importlib.util as u, sys; sys.path[:0] = [sys.argv[1]]; "
+             "print(' '.join(m for m in sys.argv[2:] if u.find_spec(m)))")
+    proc = subprocess.run([sys.executable, "-S", "-c", probe, str(requests_only),
+                           *REQUESTS_PACKAGES, *HEAVY], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.stdout.split() == list(REQUESTS_PACKAGES), proc.stderr
+
+
+def test_passes_with_only_requests_installed(gunicorn_server: str, requests_only: Path,
+                                             tmp_path: Path) -> None:
+    proc = run_with_requests_only(
+        requests_only, "--base-url", gunicorn_server, "--token", TOKEN, "--interval", "0.5",
+        "--timeout", "180", "--students", "24", "--out-dir", str(tmp_path / "out"), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "全部通过 ALL PASSED" in proc.stdout
+    assert "Traceback" not in proc.stderr and "No module named" not in proc.stdout
+    # The workbook it made has students of every 2024 major, with the plans' courses.
+    assert "生成演示成绩" in proc.stdout and "培养方案课程" in proc.stdout
+    saved = [p.name for p in (tmp_path / "out").iterdir()]
+    assert len(saved) == 5  # four majors and the summary
+    assert sum(n.endswith("_Cohort2024_Predictions_All.xlsx") for n in saved) == 1
+
+
+def test_passes_without_local_plans(gunicorn_server: str, requests_only: Path,
+                                    tmp_path: Path) -> None:
+    """Copied alone to a machine without the checkout's plans/, the check still
+    runs a real task: majors from the service, courses it does not know."""
+    proc = run_with_requests_only(
+        requests_only, "--base-url", gunicorn_server, "--token", TOKEN, "--interval", "0.5",
+        "--timeout", "180", "--students", "12", "--year", "2023",
+        "--plans-dir", str(tmp_path / "no-plans"), cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "全部通过 ALL PASSED" in proc.stdout
+    assert "通用课程名" in proc.stdout
+
+
+def test_the_checker_imports_no_heavy_package() -> None:
+    code = ("import sys, destination_predictor.client.apicheck; "
+            f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == []
+
+
 def test_wrong_token_fails(gunicorn_server: str) -> None:
     proc = run_check(gunicorn_server, "--token", "not-the-token")
     assert proc.returncode != 0

@@ -7,27 +7,42 @@ service refuses bad requests the way the contract says. Each check is
 recorded with a Chinese/English line; the exit status is 0 only when every
 check passed, so scripts and CI can rely on it.
 
-The result workbooks are opened with openpyxl and checked against
-docs/algorithm.md §8-9: the ``Predictions`` sheet first with its fixed
-leading columns, ``UniformThresholds`` with its exact columns (when the inverse
-search is on), and the summary ``_All`` workbook's ``Sheet1``.
+The result workbooks are checked against docs/algorithm.md §8-9: the
+``Predictions`` sheet first with its fixed leading columns,
+``UniformThresholds`` with its exact columns (when the inverse search is on),
+and the summary ``_All`` workbook's ``Sheet1``.
+
+It needs only ``requests`` and the standard library (requirements-client.txt),
+because operators run it from any machine, not just the server's venv: the
+grade workbook it uploads and the result workbooks it reads are written and
+read here with ``zipfile`` and ``xml.etree`` (an .xlsx is XML in a zip). The
+workbook has students of each of the year's majors the service lists, graded
+in the required courses of the checkout's plans (``--plans-dir``) when they are
+there, and in made-up courses otherwise -- the service ignores courses its plan
+does not have, so the task still runs end to end.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import posixpath
+import random
 import re
 import secrets
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 import requests
 
@@ -114,12 +129,240 @@ def _expect(cond: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
+# --- .xlsx with the standard library -------------------------------------------------
+
+_MAIN_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_DOC_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_PKG_REL_NS = "{http://schemas.openxmlformats.org/package/2006/relationships}"
+_CELL_REF = re.compile(r"([A-Z]+)")
+
+
+def _column(ref: str | None) -> int | None:
+    """0-based column of a cell reference such as ``AB12``."""
+    m = _CELL_REF.match(ref or "")
+    if not m:
+        return None
+    n = 0
+    for ch in m.group(1):
+        n = n * 26 + ord(ch) - 64
+    return n - 1
+
+
+def _text_of(node: ElementTree.Element) -> str:
+    """The text of a shared or inline string: plain ``<t>`` or rich-text runs
+    (phonetic hints, ``<rPh>``, are not part of the value)."""
+    parts = [t.text or "" for t in node.findall(f"{_MAIN_NS}t")]
+    parts += [t.text or "" for t in node.findall(f"{_MAIN_NS}r/{_MAIN_NS}t")]
+    return "".join(parts)
+
+
+class Workbook:
+    """The sheets of an .xlsx file and their cell values, read as XML.
+
+    Enough for what the check looks at (sheet names, header rows, row counts):
+    shared, inline and formula strings, numbers and booleans; styles and dates
+    are not interpreted.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._zip = zipfile.ZipFile(path)
+        try:
+            book = ElementTree.fromstring(self._zip.read("xl/workbook.xml"))
+            rels = ElementTree.fromstring(self._zip.read("xl/_rels/workbook.xml.rels"))
+        except (KeyError, ElementTree.ParseError) as exc:
+            self._zip.close()
+            raise CheckFailed(f"{path.name} 不是有效的 Excel 工作簿：{exc}") from None
+        targets = {r.get("Id"): r.get("Target") or ""
+                   for r in rels.iter(f"{_PKG_REL_NS}Relationship")}
+        self._sheets: dict[str, str] = {}
+        for sheet in book.iter(f"{_MAIN_NS}sheet"):
+            target = targets.get(sheet.get(f"{_DOC_REL_NS}id"), "")
+            part = target.lstrip("/") if target.startswith("/") else posixpath.normpath(
+                "xl/" + target)
+            self._sheets[sheet.get("name") or ""] = part
+        self._shared: list[str] | None = None
+
+    @property
+    def sheetnames(self) -> list[str]:
+        return list(self._sheets)
+
+    def _shared_strings(self) -> list[str]:
+        if self._shared is None:
+            self._shared = []
+            if "xl/sharedStrings.xml" in self._zip.namelist():
+                with self._zip.open("xl/sharedStrings.xml") as fh:
+                    for _, node in ElementTree.iterparse(fh):
+                        if node.tag == f"{_MAIN_NS}si":
+                            self._shared.append(_text_of(node))
+                            node.clear()
+        return self._shared
+
+    def _value(self, cell: ElementTree.Element) -> Any:
+        kind = cell.get("t")
+        if kind == "inlineStr":
+            inline = cell.find(f"{_MAIN_NS}is")
+            return _text_of(inline) if inline is not None else ""
+        v = cell.find(f"{_MAIN_NS}v")
+        if v is None or v.text is None:
+            return None
+        if kind == "s":
+            return self._shared_strings()[int(v.text)]
+        if kind in ("str", "e"):
+            return v.text
+        if kind == "b":
+            return v.text == "1"
+        number = float(v.text)
+        return int(number) if number.is_integer() else number
+
+    def rows(self, name: str) -> Iterator[list[Any]]:
+        """Each non-empty row of the sheet as a list of values (``None`` for gaps)."""
+        with self._zip.open(self._sheets[name]) as fh:
+            for _, node in ElementTree.iterparse(fh):
+                if node.tag != f"{_MAIN_NS}row":
+                    continue
+                cells: dict[int, Any] = {}
+                for cell in node.iter(f"{_MAIN_NS}c"):
+                    col = _column(cell.get("r"))
+                    cells[len(cells) if col is None else col] = self._value(cell)
+                node.clear()
+                yield [cells.get(i) for i in range(max(cells) + 1)] if cells else []
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __enter__(self) -> Workbook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cell_xml(ref: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return f'<c r="{ref}" t="b"><v>{int(value)}</v></c>'
+    if isinstance(value, int | float):
+        return f'<c r="{ref}"><v>{value!r}</v></c>'
+    return (f'<c r="{ref}" t="inlineStr"><is><t xml:space="preserve">'
+            f'{escape(str(value))}</t></is></c>')
+
+
+def _column_letters(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def write_workbook(path: Path, rows: Sequence[Sequence[Any]], sheet: str = "Sheet1") -> Path:
+    """A minimal valid .xlsx (one sheet, inline strings) that Excel, WPS,
+    LibreOffice and the service's reader open."""
+    width = max((len(r) for r in rows), default=1)
+    body = "".join(
+        f'<row r="{i}">' + "".join(_cell_xml(f"{_column_letters(j)}{i}", v)
+                                   for j, v in enumerate(row)) + "</row>"
+        for i, row in enumerate(rows, start=1))
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    pkg = "http://schemas.openxmlformats.org/package/2006/relationships"
+    ctype = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    head = '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+    parts = {
+        "[Content_Types].xml": (
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+            'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/>'
+            f'<Override PartName="/xl/workbook.xml" ContentType="{ctype}.sheet.main+xml"/>'
+            '<Override PartName="/xl/worksheets/sheet1.xml" '
+            f'ContentType="{ctype}.worksheet+xml"/></Types>'),
+        "_rels/.rels": (
+            f'<Relationships xmlns="{pkg}"><Relationship Id="rId1" '
+            f'Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>'),
+        "xl/workbook.xml": (
+            f'<workbook xmlns="{main}" xmlns:r="{rel}"><sheets>'
+            f'<sheet name="{escape(sheet)}" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+        "xl/_rels/workbook.xml.rels": (
+            f'<Relationships xmlns="{pkg}"><Relationship Id="rId1" Type="{rel}/worksheet" '
+            f'Target="worksheets/sheet1.xml"/></Relationships>'),
+        "xl/worksheets/sheet1.xml": (
+            f'<worksheet xmlns="{main}"><dimension ref="A1:{_column_letters(width - 1)}'
+            f'{max(len(rows), 1)}"/><sheetData>{body}</sheetData></worksheet>'),
+    }
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, xml in parts.items():
+            zf.writestr(name, head + xml)
+    return path
+
+
+# --- the grade workbook it uploads ---------------------------------------------------
+
+GRADE_HEADER: tuple[str, ...] = ("SNH", "Current_Major", "Course_Name", "Grade",
+                                 "Course_Attribute")
+GENERIC_COURSES: tuple[str, ...] = tuple(f"端到端检查课程{i:02d}" for i in range(1, 21))
+
+
+def plan_courses(plans_dir: Path, year: int, major: str) -> list[str]:
+    """The required courses of a plan in the checkout (plan order, each once);
+    empty when the plan is not there or not readable."""
+    path = plans_dir / f"education-plan{year}" / f"{year}级{major}培养方案.xlsx"
+    if not path.is_file():
+        return []
+    try:
+        with Workbook(path) as wb:
+            rows = list(wb.rows(wb.sheetnames[0]))[1:] if wb.sheetnames else []
+    except (CheckFailed, zipfile.BadZipFile, ElementTree.ParseError, KeyError, OSError):
+        return []
+    names = [str(r[2]).strip() for r in rows
+             if len(r) > 8 and r[2] is not None and "必修" in str(r[8] or "")]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def local_majors(plans_dir: Path, year: int) -> list[str]:
+    """The majors with a plan for ``year`` in the checkout, by file name."""
+    folder = plans_dir / f"education-plan{year}"
+    prefix, suffix = f"{year}级", "培养方案.xlsx"
+    names = [p.name for p in folder.glob(f"{prefix}*{suffix}")] if folder.is_dir() else []
+    return sorted(n[len(prefix):-len(suffix)] for n in names if len(n) > len(prefix + suffix))
+
+
+@dataclass
+class GradeWorkbook:
+    path: Path
+    students: int
+    majors: list[str]
+    planned: list[str]    # majors graded in their plan's courses
+    generic: list[str]    # majors graded in made-up courses (no plan here)
+
+
+def make_grade_workbook(path: Path, year: int, majors: Sequence[str], students: int,
+                        plans_dir: Path, seed: int) -> GradeWorkbook:
+    """Students spread over ``majors``, each graded in about 60% of the major's
+    required courses (the earlier part of a plan, as mid-way through studies)."""
+    rng = random.Random(seed)
+    courses = {m: plan_courses(plans_dir, year, m) for m in majors}
+    rows: list[list[Any]] = [list(GRADE_HEADER)]
+    for i in range(students):
+        major = majors[i % len(majors)]
+        names = courses[major] or list(GENERIC_COURSES)
+        level = rng.gauss(78, 8)
+        snh = hashlib.sha1(f"apicheck-{seed}-{i}".encode()).hexdigest()
+        taken = names[:max(1, round(len(names) * rng.uniform(0.5, 0.7)))]
+        for course in taken:
+            grade = round(min(100.0, max(40.0, rng.gauss(level, 6))))
+            rows.append([snh, major, course, grade, "必修"])
+    write_workbook(path, rows)
+    return GradeWorkbook(path, students, list(majors), [m for m in majors if courses[m]],
+                         [m for m in majors if not courses[m]])
+
+
 # --- workbook checks ---------------------------------------------------------------
 
 
-def _sheet_rows(ws: Any) -> tuple[list[Any], int]:
-    """Header row and the number of data rows of a read-only sheet."""
-    rows = ws.iter_rows(values_only=True)
+def _sheet_rows(rows: Iterator[list[Any]]) -> tuple[list[Any], int]:
+    """Header row and the number of data rows of a sheet."""
     header = list(next(rows, ()) or ())
     while header and header[-1] is None:
         header.pop()
@@ -129,14 +372,12 @@ def _sheet_rows(ws: Any) -> tuple[list[Any], int]:
 
 def check_major_workbook(path: Path, inverse: bool) -> tuple[int, str]:
     """One major's ``Cohort{Y}_Predictions_{code}.xlsx``; returns (rows, detail)."""
-    import openpyxl
-
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    wb = Workbook(path)
     try:
         names = wb.sheetnames
         _expect(bool(names) and names[0] == "Predictions",
                 f"第一个工作表应为 Predictions，实际 {names}")
-        header, rows = _sheet_rows(wb["Predictions"])
+        header, rows = _sheet_rows(wb.rows("Predictions"))
         n = len(PREDICTION_PREFIX)
         _expect(tuple(header[:n]) == PREDICTION_PREFIX,
                 f"Predictions 列应以 {list(PREDICTION_PREFIX)} 开头，实际 {header[:n]}")
@@ -146,12 +387,12 @@ def check_major_workbook(path: Path, inverse: bool) -> tuple[int, str]:
         _expect(rows > 0, "Predictions 没有数据行")
         if inverse:
             _expect("UniformThresholds" in names, f"缺少 UniformThresholds 工作表：{names}")
-            t_header, t_rows = _sheet_rows(wb["UniformThresholds"])
+            t_header, t_rows = _sheet_rows(wb.rows("UniformThresholds"))
             _expect(tuple(t_header) == THRESHOLD_HEADER,
                     f"UniformThresholds 列应为 {list(THRESHOLD_HEADER)}，实际 {t_header}")
             _expect(t_rows == rows, f"UniformThresholds 行数 {t_rows} 与 Predictions {rows} 不一致")
         if "MissingCoursesScores" in names:
-            m_header, _ = _sheet_rows(wb["MissingCoursesScores"])
+            m_header, _ = _sheet_rows(wb.rows("MissingCoursesScores"))
             _expect(tuple(m_header) == MISSING_HEADER,
                     f"MissingCoursesScores 列应为 {list(MISSING_HEADER)}，实际 {m_header}")
         return rows, f"{rows} 名学生, {len(courses)} 门课程列, 工作表 {names}"
@@ -161,13 +402,11 @@ def check_major_workbook(path: Path, inverse: bool) -> tuple[int, str]:
 
 def check_summary_workbook(path: Path, expected_rows: int | None) -> str:
     """``Cohort{Y}_Predictions_All.xlsx``: ``Sheet1`` = every major's Predictions + ``Major``."""
-    import openpyxl
-
-    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    wb = Workbook(path)
     try:
         names = wb.sheetnames
         _expect(bool(names) and names[0] == "Sheet1", f"汇总表第一个工作表应为 Sheet1，实际 {names}")
-        header, rows = _sheet_rows(wb["Sheet1"])
+        header, rows = _sheet_rows(wb.rows("Sheet1"))
         n = len(PREDICTION_PREFIX)
         _expect(tuple(header[:n]) == PREDICTION_PREFIX,
                 f"Sheet1 列应以 {list(PREDICTION_PREFIX)} 开头，实际 {header[:n]}")
@@ -231,13 +470,15 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    help="API 令牌（或环境变量 PREDICT_API_TOKEN）")
     p.add_argument("--year", type=int, default=2024, help="年级，默认 2024")
     p.add_argument("--file", type=Path, help="上传这个成绩文件，而不是生成演示成绩")
-    p.add_argument("--students", type=int, default=60, help="生成演示成绩的学生数，默认 60")
+    p.add_argument("--students", type=int, default=60,
+                   help="生成演示成绩的学生数（分到该年级的各专业），默认 60")
     p.add_argument("--major", help="只预测这个专业（可选）")
     p.add_argument("--interval", type=float, default=3.0, help="轮询间隔秒数，默认 3")
     p.add_argument("--timeout", type=float, default=1800, help="等待任务的最长秒数，默认 1800")
     p.add_argument("--out-dir", type=Path, help="结果文件保存目录（默认临时目录，检查后删除）")
     p.add_argument("--plans-dir", type=Path, default=_PROJECT_DIR / "plans",
-                   help="生成演示成绩所用的培养方案目录，默认项目的 plans/")
+                   help="生成演示成绩时从这里读各专业的必修课名，默认项目的 plans/；"
+                        "没有该专业的培养方案时使用通用课程名（服务忽略它不认识的课程）")
     p.add_argument("--request-timeout", type=float, default=30, help="单个请求超时秒数")
     p.add_argument("--seed", type=int, default=None,
                    help="演示成绩的随机种子（默认每次不同：相同的文件会命中服务的结果缓存，"
@@ -254,12 +495,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
                    a.interval, a.timeout, a.out_dir, a.plans_dir, a.request_timeout, seed)
 
 
-def _demo_workbook(opts: Options, dest: Path) -> Path:
-    from ..demo.grades import make_grade_workbook
+def _chosen_majors(opts: Options, entries: list[dict[str, Any]] | None) -> list[str]:
+    """The majors to put students in: the service's for the year, or ``--major``'s.
 
-    path = dest / f"demo_grades_{opts.year}.xlsx"
-    make_grade_workbook(path, opts.year, opts.students, plans_dir=opts.plans_dir, seed=opts.seed)
-    return path
+    When the service did not list them (that check has failed already), the
+    checkout's plans for the year stand in, so the task checks still run."""
+    if not entries:
+        entries = [{"name": m, "code": ""} for m in local_majors(opts.plans_dir, opts.year)]
+    _expect(bool(entries), f"没有从服务得到 {opts.year} 级的专业，{opts.plans_dir} 中也没有该年级的"
+                           "培养方案，无法生成成绩表（可用 --file 上传自己的成绩文件）")
+    if opts.major:
+        chosen = [e["name"] for e in entries if opts.major in (e["name"], e["code"])]
+        return chosen or [opts.major]
+    return [e["name"] for e in entries]
 
 
 def _inverse_on(task: dict[str, Any]) -> bool:
@@ -281,14 +529,18 @@ def run(opts: Options, out: Callable[[str], None] = say) -> Report:
     out(f"检查服务 Checking {client.base_url}" + ("（带令牌 with token）" if opts.token else ""))
     with tempfile.TemporaryDirectory(prefix="apicheck-") as tmp, client:
         work = Path(tmp)
-        _service_checks(report, client, opts)
-        _task_checks(report, client, opts, work)
+        entries = _service_checks(report, client, opts)
+        _task_checks(report, client, opts, work, entries)
         _refusal_checks(report, client, opts, work)
     out(report.summary())
     return report
 
 
-def _service_checks(report: Report, client: ApiClient, opts: Options) -> None:
+def _service_checks(report: Report, client: ApiClient,
+                    opts: Options) -> list[dict[str, Any]] | None:
+    """Health, majors, token; returns the year's majors as the service lists them."""
+    found: list[dict[str, Any]] = []
+
     def health() -> str:
         h = client.health()
         _expect(h["status"].lower() in ("ok", "healthy", "up"), f"status 为 {h['status']!r}")
@@ -300,6 +552,7 @@ def _service_checks(report: Report, client: ApiClient, opts: Options) -> None:
         by_year = client.majors()
         entries = by_year.get(str(opts.year)) or []
         _expect(bool(entries), f"服务没有 {opts.year} 级的培养方案（已有年级：{sorted(by_year)}）")
+        found.extend(entries)
         names = "、".join(f"{e['name']}({e['code']})" for e in entries)
         return f"{opts.year} 级 {len(entries)} 个专业：{names}；年级 {sorted(by_year)}"
 
@@ -310,15 +563,27 @@ def _service_checks(report: Report, client: ApiClient, opts: Options) -> None:
             resp = requests.get(client.base_url + "/api/majors", timeout=opts.request_timeout)
             return _expect_refusal(resp, 401)
         report.run("无令牌请求被拒绝 401 without token", unauthorised)
+    return found or None
 
 
-def _task_checks(report: Report, client: ApiClient, opts: Options, work: Path) -> None:
+def _task_checks(report: Report, client: ApiClient, opts: Options, work: Path,
+                 entries: list[dict[str, Any]] | None) -> None:
     upload: Path | None = opts.file
     if upload is None:
         def make() -> str:
             nonlocal upload
-            upload = _demo_workbook(opts, work)
-            return f"{upload.name}（{opts.students} 名学生, {opts.year} 级, seed {opts.seed}）"
+            made = make_grade_workbook(work / f"apicheck_grades_{opts.year}.xlsx", opts.year,
+                                       _chosen_majors(opts, entries), opts.students,
+                                       opts.plans_dir, opts.seed)
+            upload = made.path
+            detail = (f"{made.path.name}（{made.students} 名学生, {opts.year} 级 "
+                      f"{len(made.majors)} 个专业, seed {opts.seed}）")
+            if made.planned:
+                detail += f"；培养方案课程：{'、'.join(made.planned)}"
+            if made.generic:
+                detail += (f"；{opts.plans_dir} 中没有 {'、'.join(made.generic)} 的培养方案，"
+                           "使用通用课程名")
+            return detail
         if not report.run("生成演示成绩 make grade workbook", make):
             return
 
