@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask
 
 from ..engine import PredictionError
-from . import auth, console, import_routes, responses, routes
+from . import auth, console, import_routes, openapi, responses, routes
 from .cache import ResultCache
 from .cleaner import Cleaner
 from .executor import TaskExecutor
@@ -74,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     # --- blueprints of the other parts of the service: one line each --------
     app.register_blueprint(console.bp)  # web console at / and /admin/prediction/async
     app.register_blueprint(import_routes.bp)  # POST /api/task/<id>/import (PREDICT_DATABASE_URL)
+    app.register_blueprint(openapi.bp)  # GET /api/openapi.json (the API described, no token)
     # -------------------------------------------------------------------------
 
     # Start-up recovery is an explicit step, before any pool thread can run.

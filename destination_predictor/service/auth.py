@@ -47,7 +47,8 @@ def init_app(app: Flask, token: str | None) -> None:
 
     @app.before_request
     def _require_token() -> None:
-        if not (request.path == "/api" or request.path.startswith("/api/")):
+        # /api/openapi.json describes the API and holds no data: readable without a token.
+        if request.path == "/api/openapi.json" or not (request.path == "/api" or request.path.startswith("/api/")):
             return
         presented = presented_token()
         if presented is None:
