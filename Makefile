@@ -1,12 +1,20 @@
 # Two commands on a fresh machine: `make run` (service on :8080 with the
-# bundled demo model and plans) and `make test` (the whole suite).
+# bundled demo model and plans) and `make test` (the whole suite). Every other
+# Python command runs in the same venv: .venv/bin/python ... (`make venv` builds
+# it without starting the service).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 HOST ?= 127.0.0.1
 
-.PHONY: run test lint bench bench-api system-deps clean
+# Demo data (README "换成真实模型和培养方案"): a grade export to try the CLI or
+# the console with, and the bundled plans and model regenerated.
+YEAR ?= 2024
+STUDENTS ?= 200
+OUT ?= demo_grades_$(YEAR).xlsx
+
+.PHONY: venv run test lint bench bench-api demo-grades demo-plans demo-model system-deps clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +25,8 @@ $(VENV)/.runtime: requirements.txt
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
+
+venv: $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(PY) async_api_server.py --port $(PORT) --host $(HOST)
@@ -33,6 +43,15 @@ bench: $(VENV)/.runtime
 
 bench-api: $(VENV)/.runtime
 	$(PY) scripts/bench_api.py
+
+demo-grades: $(VENV)/.runtime
+	$(PY) -m destination_predictor.demo.grades --year $(YEAR) --students $(STUDENTS) --out $(OUT)
+
+demo-plans: $(VENV)/.runtime
+	$(PY) -m destination_predictor.demo.curricula --out plans
+
+demo-model: $(VENV)/.runtime
+	$(PY) -m destination_predictor.demo.model --out models --seed 0
 
 # Debian packages the real-process tests use (browser, database, SSH).
 system-deps:
