@@ -2,50 +2,68 @@
 # deploy/host.sh -- the target machine's half of deploy-async.sh: everything
 # that happens where the service runs.
 #
-#   host.sh activate BASE INCOMING [options]  make releases/INCOMING the running release
-#   host.sh status   BASE                     version, process, health
-#                                             (exit 0 healthy, 1 running but unhealthy, 3 not running)
-#   host.sh logs     BASE [--lines N] [--follow]
-#   host.sh restart  BASE                     restart, wait for the health check
-#   host.sh stop     BASE                     stop this deploy's own service only
-#   host.sh rollback BASE                     switch to `previous` (once more: back again)
-#   host.sh port     BASE                     print the port the deployed service listens on
-#   host.sh check    BASE [options]           only validate BASE and the options, touch nothing
+#   host.sh activate  BASE INCOMING [options]  make releases/INCOMING the running release
+#   host.sh status    BASE                     version, processes, health
+#                                              (exit 0 healthy, 1 running but unhealthy, 3 not running)
+#   host.sh logs      BASE [--lines N] [--follow]
+#   host.sh restart   BASE                     restart, wait for the health check
+#   host.sh stop      BASE                     stop this deploy's own service (and its nginx) only
+#   host.sh rollback  BASE                     switch to `previous` (once more: back again)
+#   host.sh port      BASE                     print the port the deployed service listens on
+#   host.sh check     BASE [options]           only validate BASE and the options, touch nothing
+#   host.sh nginx-conf BASE [options]          print the nginx config the service would run with
+#   host.sh unit      BASE [options]           print the systemd units a deploy would install
 #
-# Options: --port N  --host ADDR  --name UNIT  --manager auto|systemd|pid
-#          --python PY  --venv-from DIR  --keep N  --env KEY=VALUE (repeatable)
-#          --health-timeout S  --lines N  --follow
+# Options: --port N  --host ADDR  --backend-port N  --name UNIT  --manager auto|systemd|pid
+#          --user NAME  --memory-max SIZE  --python PY  --venv-from DIR  --keep N
+#          --env KEY=VALUE (repeatable)  --env-file FILE  --health-timeout S  --lines N  --follow
 # Every subcommand accepts every option -- deploy-async.sh forwards what the
 # operator gave -- and ignores the ones it has no use for.
 #
-# deploy-async.sh runs this file as is for --local; over SSH it sends it to a
-# temporary file on the server and runs it there. So it sources nothing: what
-# it needs is in this file and in the release it deploys
+# What runs: nginx on --host:--port (its own instance, config from
+# deploy/nginx.conf.in) in front of gunicorn on 127.0.0.1:--backend-port,
+# which runs as its own system user (--user, default prediction; created
+# when missing). Both under systemd (two units) or as pid-file processes.
+#
+# deploy-async.sh runs this file as is for --local; over SSH it sends it --
+# with deploy/common.sh, which it sources, and the templates it uses
+# (deploy/nginx.conf.in, deploy/prediction-nginx.service.in) and, for
+# --env-file, the secrets -- to a private temporary directory on the server
+# and runs it there. The rest comes from the release it deploys
 # (deploy/run-service.sh, deploy/prediction-service.service.in, and
 # destination_predictor/client/probe.py for the health check).
 #
 # Reading order: the subcommands first, `activate` (one deploy) at the top;
 # the helpers they use follow. main, at the very end, picks the subcommand.
 set -euo pipefail
+umask 022 # releases and venvs are read by the service's own user; secrets set their own mode
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+# shellcheck source=deploy/common.sh
+. "$HERE/common.sh"
 
 DEFAULT_PORT=8080
 DEFAULT_BIND=0.0.0.0
 DEFAULT_KEEP=5
+DEFAULT_USER=prediction
+DEFAULT_MEMORY_MAX=80%
 STOP_TIMEOUT=45 # gunicorn's graceful_timeout (30 s) plus the job children's shutdown
 
-say() { printf '==> %s\n' "$*"; }
-warn() { printf '警告: %s\n' "$*" >&2; }
-die() {
-    printf '错误: %s\n' "$*" >&2
-    exit 1
-}
-
-# A service is passed around as four words, always in this order:
+# A service is passed around as six words, always in this order:
 #
-#   MANAGER NAME BIND PORT   systemd|pid, the systemd unit name, listen address, port
+#   MANAGER NAME BIND PORT BACKEND USER
+#
+#   MANAGER  systemd | pid
+#   NAME     the systemd unit name (its nginx: NAME-nginx)
+#   BIND     nginx's listen address
+#   PORT     nginx's port: the one clients use
+#   BACKEND  gunicorn's port on 127.0.0.1; `-` for a deploy.conf from before
+#            nginx, whose gunicorn listens on BIND:PORT itself
+#   USER     the account the service runs as; `-` for "as this script runs"
+#            (not root, or a deploy.conf from before the service user)
 #
 # Every function that starts, stops, finds or probes a service takes them as
-# its first four arguments. `activate` holds two at once -- the service that
+# its first six arguments. `activate` holds two at once -- the service that
 # runs now (as the last deploy.conf describes it) and the one this deploy
 # wants -- and hands each over explicitly; nothing global is swapped.
 
@@ -54,9 +72,9 @@ die() {
 # ===========================================================================
 
 # One deploy, from an uploaded directory to a running, health-checked release.
-# Nothing that runs is touched until the new release has its venv and the port
-# is known to be free; a release that fails its health check is stopped and
-# the previous one brought back (see roll_back_deploy).
+# Nothing that runs is touched until the new release has its venv and the
+# ports are known to be free; a release that fails its health check is
+# stopped and the previous one brought back (see roll_back_deploy).
 cmd_activate() {
     local incoming=$1
     [[ $incoming =~ ^\.incoming-[A-Za-z0-9T-]+$ ]] || die "无效的上传目录名: $incoming"
@@ -64,52 +82,71 @@ cmd_activate() {
     if [ "$OPT_MANAGER" = systemd ] && ! systemd_available; then
         die "--manager systemd：本机 systemd 未运行或当前用户不是 root"
     fi
-    ensure_shared
     take_lock
 
     # The service as the last deploy started it, and as this one wants it
     # (the flags win, then the last deploy's values, then the defaults).
-    local had_conf=no python venv_from keep
-    local -a old new # [0] manager [1] unit name [2] bind address [3] port
+    local had_conf=no python venv_from keep memory_max
+    local -a old new # MANAGER NAME BIND PORT BACKEND USER
     [ -f "$CONF" ] && had_conf=yes
-    read -ra old <<<"$(service_in_conf)"
-    read -ra new <<<"$(service_wanted)"
+    read_service old conf
+    read_service new wanted
     python=$(wanted PYTHON "$OPT_PYTHON" python3)
     venv_from=$(wanted VENV_FROM "$OPT_VENV_FROM" '')
     keep=$(wanted KEEP "$OPT_KEEP" "$DEFAULT_KEEP")
+    memory_max=$(wanted MEMORY_MAX "$OPT_MEMORY_MAX" "$DEFAULT_MEMORY_MAX")
+    if [ "${new[0]}" = systemd ]; then check_systemd_paths "$venv_from"; fi
+
+    # What the new service needs on this machine: nginx, its user, its data dir.
+    ensure_nginx
+    ensure_user "${new[5]}"
+    ensure_shared "${new[5]}"
 
     # The upload becomes releases/<UTC time>, with its token, settings and venv.
     local name release
     name=$(new_release_name)
     release=$RELEASES/$name
     mv "$RELEASES/$incoming" "$release"
+    # Code, not secrets: root's (rsync and tar keep the uploader's uids), readable
+    # by the service's user, writable by no one else. Root fills in systemd
+    # units from it.
+    if [ "$(id -u)" = 0 ]; then chown -R -h 0:0 "$release"; fi
+    chmod -R u+rwX,go+rX,go-w "$release"
     chmod +x "$release/deploy/run-service.sh"
     say "新版本 releases/$name"
-    ensure_token "$python"
-    ensure_env_file ${OPT_ENV[@]+"${OPT_ENV[@]}"}
+    ensure_token "${new[5]}" "$python"
+    ensure_env_file "${new[5]}" ${OPT_ENV[@]+"${OPT_ENV[@]}"}
     ensure_venv "$release" "$python" "$venv_from" ||
         fail_release "$release" "安装依赖失败；服务未改动（仍运行旧版本）"
+    user_can_run "${new[5]}" "$release" ||
+        fail_release "$release" "服务用户 ${new[5]} 无法运行 releases/$name/.venv/bin/python（它或部署目录位于该用户进不去的目录，如 /root 下的 pyenv）；用 --python 指定系统的 Python（如 /usr/bin/python3），或换一个部署目录；服务未改动"
+    nginx_conf_valid "${new[@]}" ||
+        fail_release "$release" "nginx 配置检查未通过（见上）；服务未改动"
 
     local old_release
     old_release=$(link_name current)
     if [ -n "$old_release" ] && [ ! -d "$RELEASES/$old_release" ]; then old_release=''; fi
 
-    # Stop what runs now, but refuse first if the new port is held by some
-    # other program (the old service may hold it itself: that one we stop).
-    local old_running=no
-    if [ $had_conf = yes ] && service_running "${old[@]}"; then old_running=yes; fi
-    if [ $old_running = no ] || [ "${old[3]}" != "${new[3]}" ]; then
-        if port_in_use "${new[@]}"; then
-            fail_release "$release" "端口 ${new[3]} 已被其他程序占用；服务未改动"
+    # Stop what runs now, but refuse first if a port the new service needs
+    # is held by some other program (the old service may hold them itself:
+    # that one we stop).
+    local -a held=()
+    if [ $had_conf = yes ]; then read -ra held <<<"$(ports_held "${old[@]}")"; fi
+    local p
+    for p in "${new[3]}" "${new[4]}"; do
+        [ "$p" != - ] || continue
+        if [[ " ${held[*]-} " == *" $p "* ]]; then continue; fi
+        if port_in_use "$(port_host "$p" "${new[@]}")" "$p"; then
+            fail_release "$release" "端口 $p 已被其他程序占用；服务未改动"
         fi
-    fi
-    if [ $old_running = yes ]; then service_stop "${old[@]}"; fi
+    done
+    if [ $had_conf = yes ]; then service_stop "${old[@]}"; fi
 
     # Switch: keep the old deploy.conf for an automatic rollback, write the new
     # one, point `current` at the new release (atomically) and start it.
-    if [ -f "$CONF" ]; then cp -f "$CONF" "$CONF.prev"; fi
-    write_conf "${new[@]}" "$python" "$venv_from" "$keep"
-    if [ "${new[0]}" = systemd ]; then install_unit "$release" "${new[1]}"; fi
+    if [ -f "$CONF" ]; then copy_root_file "$CONF" "$CONF.prev"; fi
+    write_conf "${new[@]}" "$python" "$venv_from" "$keep" "$memory_max"
+    if [ "${new[0]}" = systemd ]; then install_units "$release" "${new[1]}"; fi
     switch_link current "$name"
     service_start "${new[@]}"
 
@@ -120,7 +157,7 @@ cmd_activate() {
         switch_link previous "$old_release"
     fi
     prune "$keep"
-    say "部署成功：releases/$name 正在运行（管理方式 ${new[0]}，端口 ${new[3]}）"
+    say "部署成功：releases/$name 正在运行（管理方式 ${new[0]}，nginx ${new[2]}:${new[3]} -> gunicorn 127.0.0.1:${new[4]}，用户 $(user_label "${new[5]}")）"
     say "API 令牌文件: $TOKEN_FILE（权限 600；查看：cat $TOKEN_FILE）"
     say "数据目录 PREDICT_DATA_DIR: $SHARED（uploads/ results/ tasks.sqlite3 async_api_${new[3]}.log）"
 }
@@ -146,11 +183,10 @@ roll_back_deploy() {
     mv "$release" "$release-failed"
     if [ -f "$CONF.prev" ]; then mv -f "$CONF.prev" "$CONF"; fi
     local -a back
-    read -ra back <<<"$(service_in_conf)"
-    if [ "${back[0]}" = systemd ]; then install_unit "$RELEASES/$old_release" "${back[1]}"; fi
+    read_service back conf
+    if [ "${back[0]}" = systemd ]; then install_units "$RELEASES/$old_release" "${back[1]}"; fi
     warn "自动回滚到 releases/$old_release"
-    service_start "${back[@]}"
-    if wait_healthy "${back[@]}"; then
+    if service_start "${back[@]}" && wait_healthy "${back[@]}"; then
         warn "已回滚：releases/$old_release 正在运行；失败的版本保留在 releases/$name-failed 供排查"
     else
         warn "回滚后的 releases/$old_release 也未通过健康检查；请查看 ./deploy-async.sh logs"
@@ -165,7 +201,7 @@ cmd_status() {
         exit 3
     fi
     local -a svc
-    read -ra svc <<<"$(service_in_conf)"
+    read_service svc conf
     local cur prev pid health rc=0
     cur=$(link_name current)
     prev=$(link_name previous)
@@ -173,16 +209,29 @@ cmd_status() {
     echo "当前版本:   releases/$cur"
     if [ -n "$prev" ]; then echo "上一版本:   releases/$prev"; else echo "上一版本:   （无）"; fi
     if [ "${svc[0]}" = systemd ]; then
-        echo "管理方式:   systemd（单元 ${svc[1]}）"
+        echo "管理方式:   systemd（单元 ${svc[1]}$(proxied "${svc[@]}" && echo "、${svc[1]}-nginx")）"
     else
         echo "管理方式:   后台进程 + pid 文件（$PIDFILE）"
     fi
-    echo "监听:       ${svc[2]}:${svc[3]}"
+    if proxied "${svc[@]}"; then
+        echo "监听:       ${svc[2]}:${svc[3]}（nginx，配置 $NGINX_CONF）"
+        echo "后端:       127.0.0.1:${svc[4]}（gunicorn）"
+    else
+        echo "监听:       ${svc[2]}:${svc[3]}（gunicorn，无 nginx：重新部署后启用）"
+    fi
+    echo "服务用户:   $(user_label "${svc[5]}")"
     echo "令牌文件:   $TOKEN_FILE"
     echo "数据目录:   $SHARED"
-    if service_running "${svc[@]}"; then
+    if backend_running "${svc[@]}"; then
         pid=$(service_pid "${svc[@]}")
         echo "进程:       运行中 (pid ${pid:-?})"
+        if proxied "${svc[@]}"; then
+            if proxy_running "${svc[@]}"; then
+                echo "nginx:      运行中 (pid $(proxy_pid "${svc[@]}"))"
+            else
+                echo "nginx:      未运行"
+            fi
+        fi
         if health=$(probe "${svc[@]}" 2>&1); then
             echo "健康检查:   正常 $health"
         else
@@ -199,24 +248,28 @@ cmd_status() {
 cmd_logs() {
     require_deployed
     local -a svc
-    read -ra svc <<<"$(service_in_conf)"
-    local applog=$SHARED/async_api_${svc[3]}.log
+    read_service svc conf
+    local applog=$SHARED/async_api_${svc[3]}.log proxylog=$NGINX_DIR/error.log
     if [ "${svc[0]}" = systemd ]; then
         if [ "$OPT_FOLLOW" = 1 ]; then
-            exec journalctl -u "${svc[1]}" -n "$OPT_LINES" -f --no-pager
+            exec journalctl -u "${svc[1]}" -u "${svc[1]}-nginx" -n "$OPT_LINES" -f --no-pager
         fi
         echo "==> journalctl -u ${svc[1]} <=="
         journalctl -u "${svc[1]}" -n "$OPT_LINES" --no-pager || true
-        if [ -f "$applog" ]; then
-            echo
-            echo "==> $applog <=="
-            tail -n "$OPT_LINES" "$applog"
-        fi
+        local f
+        for f in "$applog" "$proxylog"; do
+            if [ -s "$f" ]; then
+                echo
+                echo "==> $f <=="
+                tail -n "$OPT_LINES" "$f"
+            fi
+        done
         return 0
     fi
     local files=()
     [ -f "$applog" ] && files+=("$applog")
     [ -f "$OUTLOG" ] && files+=("$OUTLOG")
+    [ -s "$proxylog" ] && files+=("$proxylog")
     [ ${#files[@]} -gt 0 ] || die "还没有日志文件（$applog、$OUTLOG）"
     if [ "$OPT_FOLLOW" = 1 ]; then
         exec tail -v -n "$OPT_LINES" -F "${files[@]}"
@@ -228,11 +281,17 @@ cmd_restart() {
     require_deployed
     take_lock
     local -a svc
-    read -ra svc <<<"$(service_in_conf)"
+    read_service svc conf
+    require_token "${svc[5]}" # before anything stops: no token, no (re)start
     if [ "${svc[0]}" = systemd ]; then
         say "重启 systemd 单元 ${svc[1]}"
-        systemctl enable --quiet "${svc[1]}"
-        systemctl restart "${svc[1]}"
+        local -a units=("${svc[1]}")
+        if proxied "${svc[@]}"; then
+            write_nginx_conf "${svc[@]}" || die "nginx 配置检查未通过（见上）"
+            units+=("${svc[1]}-nginx")
+        fi
+        systemctl enable --quiet "${units[@]}"
+        systemctl restart "${units[@]}"
     else
         service_stop "${svc[@]}"
         service_start "${svc[@]}"
@@ -247,7 +306,7 @@ cmd_stop() {
     require_deployed
     take_lock
     local -a svc
-    read -ra svc <<<"$(service_in_conf)"
+    read_service svc conf
     service_stop "${svc[@]}"
     say "服务已停止（数据保留在 $SHARED）"
 }
@@ -258,7 +317,7 @@ cmd_rollback() {
     require_deployed
     take_lock
     local -a svc
-    read -ra svc <<<"$(service_in_conf)"
+    read_service svc conf
     local cur prev
     cur=$(link_name current)
     prev=$(link_name previous)
@@ -266,6 +325,10 @@ cmd_rollback() {
         die "没有可回滚的上一版本（previous 不存在）"
     fi
     [ -L "$RELEASES/$prev/.venv" ] || [ -d "$RELEASES/$prev/.venv" ] || die "上一版本 releases/$prev 缺少虚拟环境"
+    if proxied "${svc[@]}" && ! grep -q BACKEND_PORT "$RELEASES/$prev/deploy/run-service.sh" 2>/dev/null; then
+        die "上一版本 releases/$prev 早于 nginx 反向代理（它的 gunicorn 会直接占用端口 ${svc[3]}），不能回滚到它；需要旧代码时请用 deploy --source 重新部署"
+    fi
+    require_token "${svc[5]}"
     say "回滚: releases/$cur -> releases/$prev"
     service_stop "${svc[@]}"
     switch_link current "$prev"
@@ -290,6 +353,27 @@ cmd_port() {
     conf_get PORT
 }
 
+# The nginx config for this deploy path and these options, as the service
+# would start with it (for review, and for the tests that run nginx).
+cmd_nginx_conf() {
+    local -a svc
+    read_service svc wanted
+    nginx_conf "${svc[@]}"
+}
+
+# The systemd units a deploy would install, with nothing installed.
+cmd_unit() {
+    local -a svc
+    read_service svc wanted
+    local release=$BASE/current memory_max
+    [ -f "$release/deploy/prediction-service.service.in" ] || release=$HERE/..
+    memory_max=$(wanted MEMORY_MAX "$OPT_MEMORY_MAX" "$DEFAULT_MEMORY_MAX")
+    echo "# ---- /etc/systemd/system/${svc[1]}.service ----"
+    service_unit "$release" "${svc[1]}" "$(unit_user "${svc[5]}")" "$memory_max"
+    echo "# ---- /etc/systemd/system/${svc[1]}-nginx.service ----"
+    nginx_unit "${svc[1]}"
+}
+
 # ===========================================================================
 # Paths and settings
 # ===========================================================================
@@ -302,8 +386,17 @@ PIDFILE=
 TOKEN_FILE=
 ENV_FILE=
 OUTLOG=
+NGINX_DIR=
+NGINX_CONF=
+NGINX_PID=
 
 # Fixed for the whole run: everything lives under BASE.
+#
+#   shared/  the service's data, root:USER 1770 -- the service writes its data
+#            there, the sticky bit keeps it from renaming or replacing what
+#            is root's (venvs/, deploy.conf, service.pid): this script runs
+#            those as root, so they must stay out of the service's reach.
+#   nginx/   root's: nginx's config, pid, error log and temp files.
 set_paths() {
     BASE=$(absolute "$1")
     if [ -d "$BASE" ]; then BASE=$(cd "$BASE" && pwd -P); fi
@@ -315,21 +408,29 @@ set_paths() {
     TOKEN_FILE=$SHARED/api_token
     ENV_FILE=$SHARED/service.env
     OUTLOG=$SHARED/gunicorn.log
-    readonly BASE RELEASES SHARED CONF PIDFILE TOKEN_FILE ENV_FILE OUTLOG
+    NGINX_DIR=$BASE/nginx
+    NGINX_CONF=$NGINX_DIR/nginx.conf
+    NGINX_PID=$NGINX_DIR/nginx.pid
+    readonly BASE RELEASES SHARED CONF PIDFILE TOKEN_FILE ENV_FILE OUTLOG NGINX_DIR NGINX_CONF NGINX_PID
 }
 
-absolute() {
-    local p=$1
-    case $p in /*) ;; *) p=$PWD/$p ;; esac
-    while [ "${#p}" -gt 1 ] && [ "${p%/}" != "$p" ]; do p=${p%/}; done
-    printf '%s\n' "$p"
-}
-
-# A deploy path ends up in a systemd unit and in shell commands on the server:
-# absolute, and without characters that would need quoting there.
+# A deploy path ends up in a systemd unit, an nginx config and in shell
+# commands on the server: absolute, and without characters that would need
+# quoting there.
 check_base_path() {
     [[ $1 =~ ^/[A-Za-z0-9._/@+-]*$ ]] || die "部署目录必须是绝对路径，且只含字母、数字和 ._/@+-: $1"
     [ "$1" != / ] || die "部署目录不能是 /"
+}
+
+# The units run with ProtectHome=yes: /home, /root and /run/user are not
+# there for the service.
+check_systemd_paths() {
+    local p
+    for p in "$BASE" "${1:-}"; do
+        case $p/ in
+            /home/* | /root/* | /run/user/*) die "systemd 单元使用 ProtectHome=yes：$p 不能位于 /home、/root 或 /run/user 下（换一个部署目录，或用 --manager pid）" ;;
+        esac
+    done
 }
 
 # The value of KEY in deploy.conf ('' when absent; the last line wins). Read
@@ -351,47 +452,114 @@ wanted() {
     printf '%s\n' "${2:-${value:-$3}}"
 }
 
-# The service deploy.conf describes: MANAGER NAME BIND PORT.
+# gunicorn's port when the operator names none: 10000 above the public one
+# (10000 below when that would pass 65535).
+default_backend() {
+    if [ $(($1 + 10000)) -le 65535 ]; then echo $(($1 + 10000)); else echo $(($1 - 10000)); fi
+}
+
+valid_bind() { [[ $1 =~ ^[A-Za-z0-9.:_-]+$ ]]; }
+valid_name() { [[ $1 =~ ^[A-Za-z0-9_.@-]+$ ]]; }
+valid_user() { [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; }
+valid_memory() { [[ $1 =~ ^([0-9]+[KMGT]?|[0-9]{1,2}%|100%|infinity)$ ]]; }
+
+# The service deploy.conf describes: MANAGER NAME BIND PORT BACKEND USER.
+# Checked like flags: the file sits in the service's data dir, and its values
+# end up in unit files and nginx's config.
 service_in_conf() {
-    local port bind name manager
+    local port bind name manager backend user
     port=$(conf_get PORT)
     port=${port:-$DEFAULT_PORT}
     bind=$(conf_get BIND_HOST)
+    bind=${bind:-$DEFAULT_BIND}
     name=$(conf_get SERVICE_NAME)
+    name=${name:-prediction-service-$port}
     manager=$(conf_get MANAGER)
     [ "$manager" = systemd ] || manager=pid
-    printf '%s %s %s %s\n' "$manager" "${name:-prediction-service-$port}" "${bind:-$DEFAULT_BIND}" "$port"
+    backend=$(conf_get BACKEND_PORT)
+    backend=${backend:--}
+    user=$(conf_get SERVICE_USER)
+    if [ -z "$user" ] || [ "$(id -u)" != 0 ]; then user=-; fi
+    valid_port "$port" || die "$CONF 中的 PORT 无效: $port"
+    valid_bind "$bind" || die "$CONF 中的 BIND_HOST 无效: $bind"
+    valid_name "$name" || die "$CONF 中的 SERVICE_NAME 无效: $name"
+    [ "$backend" = - ] || valid_port "$backend" || die "$CONF 中的 BACKEND_PORT 无效: $backend"
+    [ "$user" = - ] || valid_user "$user" || die "$CONF 中的 SERVICE_USER 无效: $user"
+    printf '%s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user"
 }
 
-# The service this deploy wants: MANAGER NAME BIND PORT. A new --port without
-# --name renames the unit with it. The manager is detected anew each deploy.
+# The service this deploy wants: MANAGER NAME BIND PORT BACKEND USER. A new
+# --port without --name renames the unit with it (and, without
+# --backend-port, moves gunicorn to its default port). The manager is
+# detected anew each deploy.
 service_wanted() {
-    local port bind name manager
+    local port bind name manager backend user
     port=$(wanted PORT "$OPT_PORT" "$DEFAULT_PORT")
     bind=$(wanted BIND_HOST "$OPT_HOST" "$DEFAULT_BIND")
     name=$(wanted SERVICE_NAME "$OPT_NAME" "prediction-service-$port")
     if [ -z "$OPT_NAME" ] && [ -n "$OPT_PORT" ]; then name=prediction-service-$port; fi
+    backend=$(wanted BACKEND_PORT "$OPT_BACKEND_PORT" "$(default_backend "$port")")
+    if [ -z "$OPT_BACKEND_PORT" ] && [ -n "$OPT_PORT" ]; then backend=$(default_backend "$port"); fi
+    [ "$backend" != "$port" ] || die "--backend-port 不能与 --port 相同（$port）"
+    user=-
+    if [ "$(id -u)" = 0 ]; then user=$(wanted SERVICE_USER "$OPT_USER" "$DEFAULT_USER"); fi
     case $OPT_MANAGER in
         systemd | pid) manager=$OPT_MANAGER ;;
         *) if systemd_available; then manager=systemd; else manager=pid; fi ;;
     esac
-    printf '%s %s %s %s\n' "$manager" "$name" "$bind" "$port"
+    printf '%s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user"
 }
 
-# write_conf MANAGER NAME BIND PORT PYTHON VENV_FROM KEEP
+# read_service ARRAY conf|wanted: the six words into ARRAY -- the service
+# deploy.conf describes, or the one this run wants. Exits on a bad value
+# (a `read <<<"$(...)"` alone would carry on with nothing).
+read_service() {
+    local -n into=$1
+    local line
+    if [ "$2" = conf ]; then line=$(service_in_conf) || exit 1; else line=$(service_wanted) || exit 1; fi
+    # shellcheck disable=SC2034 # assigned for the caller, through the nameref
+    read -ra into <<<"$line"
+}
+
+proxied() { [ "$5" != - ]; }
+
+user_label() {
+    if [ "$1" = - ]; then echo "$(id -un)（与部署脚本相同）"; else echo "$1"; fi
+}
+
+# write_conf MANAGER NAME BIND PORT BACKEND USER PYTHON VENV_FROM KEEP MEMORY_MAX
 write_conf() {
-    local tmp=$CONF.tmp.$$
+    local user=$6
+    [ "$user" != - ] || user=''
     {
         echo "# Written by deploy-async.sh; the next deploy rewrites it (use its flags instead)."
         echo "PORT=$4"
         echo "BIND_HOST=$3"
+        echo "BACKEND_PORT=$5"
         echo "SERVICE_NAME=$2"
+        echo "SERVICE_USER=$user"
         echo "MANAGER=$1"
-        echo "PYTHON=$5"
-        echo "VENV_FROM=$6"
-        echo "KEEP=$7"
-    } >"$tmp"
-    mv -f "$tmp" "$CONF"
+        echo "MEMORY_MAX=${10}"
+        echo "PYTHON=$7"
+        echo "VENV_FROM=$8"
+        echo "KEEP=$9"
+    } | write_root_file "$CONF" 644
+}
+
+# write_root_file PATH MODE < content: a new file renamed over PATH. Never
+# written through an existing name: in shared/ the service's user could
+# have put a symlink there.
+write_root_file() {
+    local path=$1 mode=$2 tmp
+    tmp=$(mktemp "$path.XXXXXX")
+    if ! cat >"$tmp" || ! chmod "$mode" "$tmp" || ! mv -f "$tmp" "$path"; then
+        rm -f "$tmp"
+        die "无法写入 $path"
+    fi
+}
+
+copy_root_file() {
+    write_root_file "$2" 644 <"$1"
 }
 
 require_deployed() {
@@ -490,43 +658,116 @@ prune() {
 }
 
 # ===========================================================================
-# First-deploy state: shared dirs, token, service.env
+# The service's user, data dir, token and service.env
 # ===========================================================================
 
-ensure_shared() {
-    mkdir -p "$RELEASES" "$SHARED/uploads" "$SHARED/results" "$SHARED/models" "$SHARED/plans" \
-        "$SHARED/venvs"
+# setpriv's words that run a command as USER with a clean environment, as
+# systemd's User= does ('-', or not root: none -- run as we are).
+USER_PREFIX=()
+user_prefix() {
+    local user=$1 home
+    USER_PREFIX=()
+    if [ "$user" = - ] || [ "$(id -u)" != 0 ]; then return 0; fi
+    home=$(getent passwd "$user" | cut -d: -f6) || home=/
+    USER_PREFIX=(setpriv "--reuid=$user" "--regid=$(user_group "$user")" --init-groups --no-new-privs
+        --inh-caps=-all --bounding-set=-all -- env -i PATH=/usr/local/bin:/usr/bin:/bin
+        "HOME=${home:-/}" LANG=C.UTF-8)
 }
 
-# ensure_token PYTHON: generated once (openssl, else PYTHON's secrets), kept by every later deploy.
+# The primary group of USER (by name; the user itself when it does not exist yet).
+user_group() {
+    id -gn "$1" 2>/dev/null || echo "$1"
+}
+
+# as_user USER COMMAND...: COMMAND as the service's user. Whatever belongs to
+# that user (its token, service.env) is read and written this way, never by
+# root through a path the service could have pointed elsewhere.
+as_user() {
+    local user=$1
+    shift
+    user_prefix "$user"
+    ${USER_PREFIX[@]+"${USER_PREFIX[@]}"} "$@"
+}
+
+# ensure_user USER: the service's own system account -- no home, no login
+# shell, a group of its own -- created on first deploy.
+ensure_user() {
+    local user=$1
+    [ "$user" != - ] || return 0
+    command -v setpriv >/dev/null 2>&1 || die "缺少 setpriv（util-linux），无法以服务用户 $user 运行"
+    if id -u "$user" >/dev/null 2>&1; then return 0; fi
+    command -v useradd >/dev/null 2>&1 || die "缺少 useradd，无法创建服务用户 $user（或用 --user 指定已有用户）"
+    local -a group=(--user-group)
+    if getent group "$user" >/dev/null 2>&1; then group=(--gid "$user"); fi
+    useradd --system "${group[@]}" --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin --comment "student destination prediction service" "$user" ||
+        die "创建服务用户 $user 失败"
+    say "已创建系统用户 $user（无主目录、无登录 shell），服务以它运行"
+}
+
+# Shared dirs, and who owns what in shared/: the service's user its data
+# (all but the entries below), root the deploy's own files and the venvs it
+# runs itself. shared/ is root:USER 1770, so the service can create its
+# files there but not rename or replace root's.
+ensure_shared() {
+    local user=$1 group
+    mkdir -p "$RELEASES" "$SHARED/uploads" "$SHARED/results" "$SHARED/models" "$SHARED/plans" \
+        "$SHARED/venvs" "$NGINX_DIR"
+    [ "$user" != - ] || return 0
+    group=$(user_group "$user")
+    chmod o+x "$BASE" # the service's user and nginx's workers pass through
+    chown -h root:root "$RELEASES" "$NGINX_DIR"
+    chmod 755 "$RELEASES" "$NGINX_DIR"
+    chown -h "root:$group" "$SHARED"
+    chmod 1770 "$SHARED"
+    find "$SHARED" -mindepth 1 -maxdepth 1 ! -name venvs ! -name 'deploy.conf*' ! -name 'service.pid*' \
+        -exec chown -R -h "$user:$group" {} +
+    chown -h root:root "$SHARED/venvs"
+}
+
+# Tiny scripts run as the service's user (as_user): the file is its own, and
+# replaced atomically (a new file renamed over it), never rewritten in place.
+# shellcheck disable=SC2016 # expanded by the inner bash
+WRITE_PRIVATE='umask 077 && t=$(mktemp "$1.XXXXXX") || exit 1
+cat >"$t" && chmod 600 "$t" && mv -f "$t" "$1" || { rm -f "$t"; exit 1; }'
+
+# ensure_token USER PYTHON: generated once (openssl, else PYTHON's secrets),
+# kept by every later deploy; the service's user owns it (600).
 ensure_token() {
-    if [ -s "$TOKEN_FILE" ]; then
-        chmod 600 "$TOKEN_FILE"
+    local user=$1 token
+    if has_token "$user"; then
+        as_user "$user" chmod 600 "$TOKEN_FILE"
         say "沿用已有的 API 令牌 ($TOKEN_FILE)"
         return 0
     fi
-    local token tmp=$TOKEN_FILE.tmp.$$
     if command -v openssl >/dev/null 2>&1; then
         token=$(openssl rand -hex 32)
     else
-        token=$("$1" -c 'import secrets; print(secrets.token_hex(32))')
+        token=$("$2" -c 'import secrets; print(secrets.token_hex(32))')
     fi
-    [[ $token =~ ^[0-9a-f]{64}$ ]] || die "生成 API 令牌失败"
-    (
-        umask 077
-        printf '%s\n' "$token" >"$tmp"
-    )
-    chmod 600 "$tmp"
-    mv -f "$tmp" "$TOKEN_FILE"
+    [[ $token =~ ^[0-9a-f]{64}$ ]] || die "生成 API 令牌失败：服务不会在没有令牌的情况下部署"
+    printf '%s\n' "$token" | as_user "$user" bash -c "$WRITE_PRIVATE" _ "$TOKEN_FILE" ||
+        die "无法写入 API 令牌 $TOKEN_FILE：服务不会在没有令牌的情况下部署"
     say "已生成 API 令牌 ($TOKEN_FILE，权限 600)"
 }
 
-# ensure_env_file [KEY=VALUE...]: the commented template on first deploy, then each pair set.
-ensure_env_file() {
-    if [ ! -f "$ENV_FILE" ]; then
-        cat >"$ENV_FILE" <<'EOF'
+# Whether the token file is readable by USER and holds more than white space.
+has_token() {
+    as_user "$1" grep -q '[^[:space:]]' "$TOKEN_FILE" 2>/dev/null
+}
+
+# No token, no service: checked before anything is (re)started or stopped.
+require_token() {
+    if ! has_token "$1"; then
+        die "缺少 API 令牌 $TOKEN_FILE（不存在、不可读或为空）：服务不会在无鉴权的情况下启动。重新部署（deploy）会生成新令牌"
+    fi
+}
+
+env_template() {
+    cat <<'EOF'
 # 预测服务配置：每行 KEY=VALUE，值不加引号；修改后执行 ./deploy-async.sh restart 生效。
 # PREDICT_DATA_DIR / PREDICT_PORT / PREDICT_HOST / PREDICT_API_TOKEN 由部署脚本管理，在此设置无效。
+# 含密码的设置（如 PREDICT_DATABASE_URL）用 deploy-async.sh --env-file 文件 写入，不要放在命令行上。
 # 模型与培养方案：把真实文件放进 shared/models、shared/plans 即自动使用（为空时用代码自带的演示数据）。
 # PREDICT_MAX_WORKERS=3
 # PREDICT_MAX_PENDING=50
@@ -535,18 +776,79 @@ ensure_env_file() {
 # PREDICT_MAX_UPLOAD_MB=50
 # PREDICT_DATABASE_URL=postgresql://user:password@dbhost/dbname
 EOF
-        chmod 600 "$ENV_FILE"
+}
+
+# ensure_env_file USER [KEY=VALUE...]: the commented template on first deploy,
+# then each pair of --env and of --env-file set. The values (secrets among
+# them) travel in pipes only, never as arguments; the file is the service
+# user's, mode 600.
+ensure_env_file() {
+    local user=$1
+    shift
+    local -a pairs=("$@")
+    local line
+    if [ -n "$OPT_ENV_FILE" ]; then
+        while IFS= read -r line; do pairs+=("$line"); done < <(env_file_pairs "$OPT_ENV_FILE")
     fi
-    local kv key tmp
-    for kv in "$@"; do
-        key=${kv%%=*}
-        tmp=$ENV_FILE.tmp.$$
-        grep -v "^$key=" "$ENV_FILE" >"$tmp" || true
-        printf '%s\n' "$kv" >>"$tmp"
-        chmod 600 "$tmp"
-        mv -f "$tmp" "$ENV_FILE"
+    if ! as_user "$user" test -f "$ENV_FILE"; then
+        env_template | as_user "$user" bash -c "$WRITE_PRIVATE" _ "$ENV_FILE" ||
+            die "无法写入 $ENV_FILE"
+    fi
+    [ ${#pairs[@]} -gt 0 ] || return 0
+    local current kv key keep i j
+    current=$(as_user "$user" cat -- "$ENV_FILE") || die "无法读取 $ENV_FILE"
+    {
+        # The file as it is, without the keys being set ...
+        printf '%s\n' "$current" | while IFS= read -r line || [ -n "$line" ]; do
+            keep=yes
+            for kv in "${pairs[@]}"; do
+                if [ "${line%%=*}" = "${kv%%=*}" ]; then keep=no && break; fi
+            done
+            if [ $keep = yes ]; then printf '%s\n' "$line"; fi
+        done
+        # ... then each of them once (the last pair of a key wins).
+        for ((i = 0; i < ${#pairs[@]}; i++)); do
+            key=${pairs[i]%%=*}
+            keep=yes
+            for ((j = i + 1; j < ${#pairs[@]}; j++)); do
+                if [ "${pairs[j]%%=*}" = "$key" ]; then keep=no && break; fi
+            done
+            if [ $keep = yes ]; then printf '%s\n' "${pairs[i]}"; fi
+        done
+    } | as_user "$user" bash -c "$WRITE_PRIVATE" _ "$ENV_FILE" || die "无法写入 $ENV_FILE"
+    for key in $(printf '%s\n' "${pairs[@]%%=*}" | sort -u); do
         say "service.env: $key 已设置"
     done
+}
+
+# The KEY=VALUE lines of an --env-file (blank lines and # comments skipped),
+# checked like --env. Errors name the line, never its value.
+env_file_pairs() {
+    local file=$1 line n=0
+    if [ ! -f "$file" ] || [ ! -r "$file" ]; then die "--env-file 不可读: $file"; fi
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        line=${line%$'\r'}
+        case $line in '' | '#'*) continue ;; esac
+        [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env-file $file 第 $n 行不是 KEY=VALUE"
+        managed_key "${line%%=*}" && die "--env-file $file 第 $n 行: ${line%%=*} 由部署脚本管理，不能在此设置"
+        printf '%s\n' "$line"
+    done <"$file"
+}
+
+managed_key() {
+    case $1 in PREDICT_DATA_DIR | PREDICT_PORT | PREDICT_HOST | PREDICT_API_TOKEN | PREDICT_ALLOW_ANONYMOUS) return 0 ;; esac
+    return 1
+}
+
+# A value of service.env, read as the service's user ('' when unset).
+env_value() {
+    local key=$1 user=$2 line val=''
+    if [ "$user" != - ] && ! id -u "$user" >/dev/null 2>&1; then user=-; fi # no such user yet
+    while IFS= read -r line; do
+        [ "${line%%=*}" = "$key" ] && val=${line#*=}
+    done < <(as_user "$user" cat -- "$ENV_FILE" 2>/dev/null || true)
+    printf '%s\n' "$val"
 }
 
 # ===========================================================================
@@ -559,7 +861,7 @@ EOF
 # that changes none of them reuses the venv (seconds, not minutes), one that
 # changes requirements gets a fresh one while the old release keeps its own
 # for rollback. Built in place and marked complete last, so a half-built venv
-# is never used (it is rebuilt).
+# is never used (it is rebuilt). Root's: the service's user only reads it.
 #
 # Called as `ensure_venv ... || ...`, where errexit does not apply, so every
 # step checks its own result and the function returns 1 (never exits), letting
@@ -630,56 +932,128 @@ EOF
     fi
 }
 
+# Whether the service's user can run the release's interpreter with its
+# packages (a pyenv under /root, say, is root's alone).
+user_can_run() {
+    [ "$1" != - ] || return 0
+    (cd / && as_user "$1" "$2/.venv/bin/python" -c 'import flask, gunicorn' 2>/dev/null)
+}
+
 # ===========================================================================
-# The service process: systemd unit or pid file (args: MANAGER NAME BIND PORT)
+# The service: a systemd unit, or a pid-file process (args: the six words)
 # ===========================================================================
 
 systemd_available() {
     [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1 && [ "$(id -u)" = 0 ]
 }
 
-# install_unit RELEASE_DIR NAME: the unit from the release's template. It runs
-# BASE/current/deploy/run-service.sh, so a rollback needs no new unit.
-install_unit() {
-    local release_dir=$1 name=$2 unit tmp
-    unit=/etc/systemd/system/$name.service
-    tmp=$unit.tmp.$$
-    sed -e "s|@BASE@|$BASE|g" -e "s|@NAME@|$name|g" -e "s|@USER@|$(id -un)|g" \
-        "$release_dir/deploy/prediction-service.service.in" >"$tmp"
-    mv -f "$tmp" "$unit"
+unit_user() {
+    if [ "$1" = - ]; then id -un; else echo "$1"; fi
+}
+
+# service_unit RELEASE_DIR NAME USER MEMORY_MAX: the release's unit template,
+# filled in. It runs BASE/current/deploy/run-service.sh, so a rollback needs
+# no new unit.
+service_unit() {
+    sed -e "s|@BASE@|$BASE|g" -e "s|@NAME@|$2|g" -e "s|@USER@|$3|g" -e "s|@SHARED@|$SHARED|g" \
+        -e "s|@MEMORY_MAX@|$4|g" "$1/deploy/prediction-service.service.in"
+}
+
+# nginx_unit NAME: the unit of the service's nginx (template next to this script).
+nginx_unit() {
+    local bin opts
+    bin=$(nginx_binary) || bin=/usr/sbin/nginx
+    opts=$(nginx_args | tr '\n' ' ')
+    sed -e "s|@NAME@|$1|g" -e "s|@NGINX@|$bin|g" -e "s|@NGINX_ARGS@|${opts% }|g" \
+        -e "s|@PREFIX@|$NGINX_DIR|g" -e "s|@WORKER_USER@|$(nginx_worker_user | cut -d' ' -f1)|g" \
+        "$HERE/prediction-nginx.service.in"
+}
+
+# install_units RELEASE_DIR NAME: both units, as deploy.conf now describes the service.
+install_units() {
+    local release_dir=$1 name=$2 user memory_max
+    user=$(conf_get SERVICE_USER)
+    memory_max=$(conf_get MEMORY_MAX)
+    if [ -n "$user" ] && ! valid_user "$user"; then die "$CONF 中的 SERVICE_USER 无效: $user"; fi
+    valid_memory "${memory_max:-$DEFAULT_MEMORY_MAX}" || die "$CONF 中的 MEMORY_MAX 无效: $memory_max"
+    service_unit "$release_dir" "$name" "${user:-$(id -un)}" "${memory_max:-$DEFAULT_MEMORY_MAX}" |
+        write_root_file "/etc/systemd/system/$name.service" 644
+    if [ -n "$(conf_get BACKEND_PORT)" ]; then
+        nginx_unit "$name" | write_root_file "/etc/systemd/system/$name-nginx.service" 644
+    fi
     systemctl daemon-reload
-    systemctl enable --quiet "$name"
 }
 
 service_start() {
+    require_token "$6"
     if [ "$1" = systemd ]; then
         say "启动 systemd 单元 $2"
         systemctl enable --quiet "$2"
         systemctl start "$2"
     else
-        start_pid
+        start_pid "$6"
+    fi
+    proxied "$@" || return 0
+    write_nginx_conf "$@" || die "nginx 配置检查未通过（见上）"
+    if [ "$1" = systemd ]; then
+        systemctl enable --quiet "$2-nginx"
+        systemctl start "$2-nginx"
+    else
+        start_nginx_pid
     fi
 }
 
+# Both processes, whichever of them runs (a proxy left from an earlier
+# deploy included).
 service_stop() {
     if [ "$1" = systemd ]; then
-        if systemctl is-active --quiet "$2" || systemctl is-failed --quiet "$2"; then
-            say "停止 systemd 单元 $2"
-            systemctl stop "$2" || true
-        fi
-        # Stopped means stopped, also after a reboot; deploy/restart enable it again.
-        systemctl disable --quiet "$2" 2>/dev/null || true
+        local unit
+        for unit in "$2-nginx" "$2"; do
+            if systemctl is-active --quiet "$unit" || systemctl is-failed --quiet "$unit"; then
+                say "停止 systemd 单元 $unit"
+                systemctl stop "$unit" || true
+            fi
+            # Stopped means stopped, also after a reboot; deploy/restart enable it again.
+            systemctl disable --quiet "$unit" 2>/dev/null || true
+        done
     else
+        stop_nginx_pid
         stop_pid
     fi
 }
 
+# Running: gunicorn, and nginx in front of it when the deploy has one.
 service_running() {
+    backend_running "$@" || return 1
+    if proxied "$@"; then proxy_running "$@"; fi
+}
+
+backend_running() {
     if [ "$1" = systemd ]; then
         systemctl is-active --quiet "$2"
     else
-        is_ours "$(pid_from_file)"
+        is_ours "$(read_pid "$PIDFILE")"
     fi
+}
+
+proxy_running() {
+    if [ "$1" = systemd ]; then
+        systemctl is-active --quiet "$2-nginx"
+    else
+        nginx_is_ours "$(read_pid "$NGINX_PID")"
+    fi
+}
+
+# The ports the service as described holds while it runs.
+ports_held() {
+    local -a held=()
+    if backend_running "$@"; then
+        if proxied "$@"; then held+=("$5"); else held+=("$4"); fi
+    fi
+    if proxied "$@" && proxy_running "$@"; then held+=("$4"); fi
+    # A proxy of ours still up while its deploy.conf is from before nginx.
+    if ! proxied "$@" && [ "$1" = pid ] && nginx_is_ours "$(read_pid "$NGINX_PID")"; then held+=("$4"); fi
+    echo "${held[*]-}"
 }
 
 service_pid() {
@@ -688,8 +1062,20 @@ service_pid() {
         pid=$(systemctl show -p MainPID --value "$2" 2>/dev/null || echo 0)
         [ "$pid" != 0 ] && echo "$pid"
     else
-        pid=$(pid_from_file)
+        pid=$(read_pid "$PIDFILE")
         if is_ours "$pid"; then echo "$pid"; fi
+    fi
+    return 0
+}
+
+proxy_pid() {
+    local pid
+    if [ "$1" = systemd ]; then
+        pid=$(systemctl show -p MainPID --value "$2-nginx" 2>/dev/null || echo 0)
+        [ "$pid" != 0 ] && echo "$pid"
+    else
+        pid=$(read_pid "$NGINX_PID")
+        if nginx_is_ours "$pid"; then echo "$pid"; fi
     fi
     return 0
 }
@@ -697,63 +1083,132 @@ service_pid() {
 show_log_tail() {
     local n=40
     if [ "$1" = systemd ]; then
-        journalctl -u "$2" -n "$n" --no-pager 2>/dev/null || true
+        journalctl -u "$2" -u "$2-nginx" -n "$n" --no-pager 2>/dev/null || true
     elif [ -f "$OUTLOG" ]; then
         echo "---- $OUTLOG（最后 $n 行）----"
         tail -n "$n" "$OUTLOG" || true
     fi
+    if [ -s "$NGINX_DIR/error.log" ]; then
+        echo "---- $NGINX_DIR/error.log（最后 10 行）----"
+        tail -n 10 "$NGINX_DIR/error.log" || true
+    fi
 }
 
-# A pid is this service's only if it is gunicorn (or the runner that execs it)
-# and belongs to this deploy path: its command line names the path, or -- when
-# setproctitle rewrote the command line -- its working directory is one of our
-# releases. A recycled pid or a zombie never matches.
+# ---------------------------------------------------------------------------
+# Pid files: the pid, and beside it (FILE.start) the process's start time
+# ---------------------------------------------------------------------------
+#
+# A pid alone names whatever process has that number now: after a crash or a
+# reboot that may be anything -- a `tail -F .../gunicorn.log` matched the old
+# "gunicorn and the deploy path in its command line" test and was stopped. A
+# process's start time (field 22 of /proc/PID/stat) never changes and two
+# processes with the same pid never share it, so a pid whose start time is
+# not the recorded one is stale and is never signalled.
+
+read_pid() {
+    local pid=''
+    if [ -f "$1" ]; then read -r pid <"$1" || true; fi
+    printf '%s\n' "$pid"
+}
+
+# The start time of a live process (clock ticks after boot); fails for one
+# that is gone or a zombie.
+proc_start() {
+    local stat rest
+    local -a f
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }
+    read -ra f <<<"$rest"
+    [ "${f[0]:-Z}" != Z ] && [ -n "${f[19]:-}" ] || return 1
+    printf '%s\n' "${f[19]}"
+}
+
+# record_pid FILE PID: FILE.start first, then FILE, each renamed into place.
+record_pid() {
+    local start
+    start=$(proc_start "$2") || start=gone
+    printf '%s\n' "$start" | write_root_file "$1.start" 644
+    printf '%s\n' "$2" | write_root_file "$1" 644
+}
+
+# started_as_recorded FILE PID: the live process PID is the one FILE recorded.
+started_as_recorded() {
+    local want='' have
+    [[ $2 =~ ^[0-9]+$ ]] || return 1
+    have=$(proc_start "$2") || return 1
+    if [ -f "$1.start" ]; then read -r want <"$1.start" || true; fi
+    [ -n "$want" ] && [ "$want" = "$have" ]
+}
+
+cmdline_of() {
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null
+}
+
+# A pid is this service's only if it started when the pid file says, is
+# gunicorn (or the runner that execs it) and belongs to this deploy path: its
+# command line names the path, or -- when setproctitle rewrote the command
+# line -- its working directory is one of our releases. A pid file from before
+# start times were recorded names gunicorn's master only by its exact command
+# (python -m gunicorn -c <a release>/gunicorn.conf.py), once, until the next
+# start records it properly.
 is_ours() {
     local pid=$1 cmd cwd
     [[ $pid =~ ^[0-9]+$ ]] || return 1
-    [ -r "/proc/$pid/cmdline" ] || return 1
-    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-    case $cmd in *gunicorn* | *run-service.sh*) ;; *) return 1 ;; esac
+    proc_start "$pid" >/dev/null || return 1
+    cmd=$(cmdline_of "$pid") || return 1
+    if [ -f "$PIDFILE.start" ]; then
+        started_as_recorded "$PIDFILE" "$pid" || return 1
+        case $cmd in *gunicorn* | *run-service.sh*) ;; *) return 1 ;; esac
+    else
+        case $cmd in *"/.venv/bin/python -m gunicorn -c $RELEASES/"*"/gunicorn.conf.py "*) ;; *) return 1 ;; esac
+    fi
     case $cmd in *"$BASE/"*) return 0 ;; esac
     cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || return 1
     case $cwd/ in "$RELEASES/"*) return 0 ;; esac
     return 1
 }
 
-pid_from_file() {
-    local pid=
-    if [ -f "$PIDFILE" ]; then read -r pid <"$PIDFILE" || true; fi
-    printf '%s\n' "$pid"
+# nginx's master of this deploy: started as recorded, and its command line
+# names nginx and this deploy's nginx directory.
+nginx_is_ours() {
+    local pid=$1 cmd
+    started_as_recorded "$NGINX_PID" "$pid" || return 1
+    cmd=$(cmdline_of "$pid") || return 1
+    case $cmd in *nginx*"$NGINX_DIR/"*) return 0 ;; esac
+    return 1
 }
 
+# start_pid USER: run-service.sh in the background as USER. The log is opened
+# by the service's own process after it became USER, so root never writes
+# through a name in shared/ that the service could have pointed elsewhere.
 start_pid() {
     local runner=$BASE/current/deploy/run-service.sh pid
     [ -f "$runner" ] || die "$runner 不存在"
-    touch "$OUTLOG"
+    user_prefix "$1"
     # setsid: its own session, so closing the ssh session does not hang it up
     # and its process group holds exactly the service and its job children.
     # All descriptors redirected so ssh does not wait for them; fd 9 is the lock.
-    if command -v setsid >/dev/null 2>&1; then
-        setsid nohup bash "$runner" "$BASE" </dev/null >>"$OUTLOG" 2>&1 9>&- &
-    else
-        nohup bash "$runner" "$BASE" </dev/null >>"$OUTLOG" 2>&1 9>&- &
-    fi
+    # Every step execs the next, so $! is gunicorn's master itself.
+    local -a detach=(nohup)
+    if command -v setsid >/dev/null 2>&1; then detach=(setsid nohup); fi
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    "${detach[@]}" ${USER_PREFIX[@]+"${USER_PREFIX[@]}"} bash -c 'exec >>"$0" 2>&1 && exec bash "$@"' \
+        "$OUTLOG" "$runner" "$BASE" </dev/null >/dev/null 2>&1 9>&- &
     pid=$!
-    printf '%s\n' "$pid" >"$PIDFILE.tmp.$$"
-    mv -f "$PIDFILE.tmp.$$" "$PIDFILE"
-    say "已启动 (pid $pid，pid 文件 $PIDFILE)"
+    record_pid "$PIDFILE" "$pid"
+    say "已启动 (pid $pid，用户 $(user_label "$1")，pid 文件 $PIDFILE)"
 }
 
 stop_pid() {
     local pid i
-    pid=$(pid_from_file)
+    pid=$(read_pid "$PIDFILE")
     if [ -z "$pid" ]; then
         say "服务未运行（没有 pid 文件）"
         return 0
     fi
     if ! is_ours "$pid"; then
-        say "pid 文件中的进程 $pid 已不存在或不属于本服务，只删除 pid 文件"
-        rm -f "$PIDFILE"
+        say "pid 文件中的进程 $pid 已退出（该 pid 现在不是本服务启动的那个进程），只删除 pid 文件"
+        rm -f "$PIDFILE" "$PIDFILE.start"
         return 0
     fi
     say "停止服务 (pid $pid)"
@@ -780,11 +1235,157 @@ stop_pid() {
         is_ours "$pid" || break
         sleep 0.25
     done
-    rm -f "$PIDFILE"
+    rm -f "$PIDFILE" "$PIDFILE.start"
 }
 
 # ===========================================================================
-# Health (args: MANAGER NAME BIND PORT)
+# nginx: the service's own instance in front of gunicorn
+# ===========================================================================
+
+nginx_binary() {
+    command -v nginx 2>/dev/null && return 0
+    [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx
+}
+
+# Debian's nginx, installed when missing (as root, with apt-get). The
+# package starts and enables its own default site on port 80: not ours, so it
+# is stopped and disabled again; this service runs its own instance.
+ensure_nginx() {
+    nginx_binary >/dev/null && return 0
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        die "需要 nginx 作为服务前面的反向代理：先安装（Debian/Ubuntu: apt-get install -y nginx），或以 root 部署（自动安装）"
+    fi
+    say "安装 nginx（apt-get install nginx）"
+    local out
+    if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx 2>&1) &&
+        ! out=$({ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx; } 2>&1); then
+        printf '%s\n' "$out" | tail -n 20 >&2
+        die "安装 nginx 失败（apt-get install -y nginx）"
+    fi
+    if systemd_available; then
+        systemctl disable --now --quiet nginx 2>/dev/null || true
+    elif [ -x /etc/init.d/nginx ]; then
+        /etc/init.d/nginx stop >/dev/null 2>&1 || true
+        update-rc.d nginx disable >/dev/null 2>&1 || true
+    fi
+    say "已安装 nginx；已停用软件包自带的默认站点服务（80 端口）——本服务使用自己的 nginx 实例"
+}
+
+# Who nginx's workers run as: the distribution's nginx user (www-data on
+# Debian) when the master is root -- never the service's user, which owns
+# the data -- and nobody's choice when not root (the user line is omitted).
+nginx_worker_user() {
+    local u
+    [ "$(id -u)" = 0 ] || return 0
+    for u in www-data nginx nobody; do
+        if id -u "$u" >/dev/null 2>&1; then
+            echo "$u $(id -gn "$u")"
+            return 0
+        fi
+    done
+}
+
+# The command-line options of this deploy's nginx, one per line.
+nginx_args() {
+    printf '%s\n' -p "$NGINX_DIR/" -c "$NGINX_CONF"
+    # -e (nginx >= 1.19.5): its start-up errors into our log, not /var/log/nginx.
+    if "$(nginx_binary || echo nginx)" -h 2>&1 | grep -q -- '-e filename'; then
+        printf '%s\n' -e "$NGINX_DIR/error.log"
+    fi
+}
+
+# nginx_conf MANAGER NAME BIND PORT BACKEND USER: deploy/nginx.conf.in filled in.
+nginx_conf() {
+    local bind=$3 port=$4 backend=$5 listen worker user_line mb body
+    case $bind in
+        0.0.0.0 | '') listen=$port ;;
+        :: | '[::]') listen="[::]:$port ipv6only=off" ;;
+        *:*) listen="[$bind]:$port" ;;
+        *) listen="$bind:$port" ;;
+    esac
+    worker=$(nginx_worker_user)
+    if [ -n "$worker" ]; then
+        user_line="user $worker;"
+    else
+        user_line="# user: not root, so nginx runs as $(id -un) and cannot switch"
+    fi
+    # The service's own limit (service.env), plus 1 MB for the form's other fields.
+    mb=$(env_value PREDICT_MAX_UPLOAD_MB "$6")
+    if [ -z "$mb" ]; then
+        mb=50
+    elif ! [[ $mb =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ $mb =~ ^0+([.]0*)?$ ]]; then
+        warn "service.env 中的 PREDICT_MAX_UPLOAD_MB 不是正数（$mb），nginx 按 50 MB 限制请求体"
+        mb=50
+    fi
+    body=$(awk -v mb="$mb" 'BEGIN { printf "%d", mb * 1048576 + 1048576 + 0.999999 }')
+    sed -e "s|@USER_DIRECTIVE@|$user_line|" -e "s|@PREFIX@|$NGINX_DIR|g" -e "s|@LISTEN@|$listen|g" \
+        -e "s|@BACKEND@|127.0.0.1:$backend|g" -e "s|@MAX_BODY@|$body|g" -e "s|@MAX_UPLOAD_MB@|$mb|g" \
+        -e "s|@NAME@|$2|g" "$HERE/nginx.conf.in"
+}
+
+# The config for the service as described, checked by `nginx -t` in a file of
+# its own (0: fine). With WRITE, it then replaces nginx.conf.
+nginx_conf_check() {
+    local write=$1
+    shift
+    proxied "$@" || return 0
+    local bin tmp out
+    bin=$(nginx_binary) || die "需要 nginx（apt-get install -y nginx）"
+    mkdir -p "$NGINX_DIR"
+    tmp=$(mktemp "$NGINX_DIR/nginx.conf.XXXXXX")
+    nginx_conf "$@" >"$tmp"
+    chmod 644 "$tmp"
+    local -a args
+    mapfile -t args < <(nginx_args)
+    args[3]=$tmp # -c
+    if ! out=$("$bin" -t -q "${args[@]}" 2>&1); then
+        printf '%s\n' "$out" >&2
+        rm -f "$tmp"
+        return 1
+    fi
+    if [ "$write" = write ]; then mv -f "$tmp" "$NGINX_CONF"; else rm -f "$tmp"; fi
+}
+
+nginx_conf_valid() { nginx_conf_check check "$@"; }
+write_nginx_conf() { nginx_conf_check write "$@"; }
+
+start_nginx_pid() {
+    local bin pid
+    bin=$(nginx_binary) || die "需要 nginx（apt-get install -y nginx）"
+    local -a args
+    mapfile -t args < <(nginx_args)
+    # Its own session and process group, like the service; `daemon off;` in
+    # the config keeps the master in the foreground, so $! is the master.
+    local -a detach=(nohup)
+    if command -v setsid >/dev/null 2>&1; then detach=(setsid nohup); fi
+    "${detach[@]}" "$bin" "${args[@]}" </dev/null >>"$NGINX_DIR/error.log" 2>&1 9>&- &
+    pid=$!
+    record_pid "$NGINX_PID" "$pid"
+    say "已启动 nginx (pid $pid，配置 $NGINX_CONF)"
+}
+
+stop_nginx_pid() {
+    local pid i
+    pid=$(read_pid "$NGINX_PID")
+    [ -n "$pid" ] || return 0
+    if ! nginx_is_ours "$pid"; then
+        rm -f "$NGINX_PID" "$NGINX_PID.start"
+        return 0
+    fi
+    say "停止 nginx (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do
+        nginx_is_ours "$pid" || break
+        sleep 0.25
+    done
+    if nginx_is_ours "$pid"; then
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$NGINX_PID" "$NGINX_PID.start"
+}
+
+# ===========================================================================
+# Health (args: the six words)
 # ===========================================================================
 
 # Where this machine reaches a service bound to BIND.
@@ -797,12 +1398,18 @@ health_host() {
     esac
 }
 
+# port_host PORT SERVICE...: the address to try PORT at -- gunicorn's is
+# always on 127.0.0.1, the public one where nginx listens.
+port_host() {
+    local p=$1
+    shift
+    if proxied "$@" && [ "$p" = "$5" ]; then echo 127.0.0.1; else health_host "$3"; fi
+}
+
 port_in_use() {
-    local h
-    h=$(health_host "$3")
-    h=${h#[}
+    local h=${1#[}
     h=${h%]}
-    (exec 3<>"/dev/tcp/$h/$4") 2>/dev/null
+    (exec 3<>"/dev/tcp/$h/$2") 2>/dev/null
 }
 
 # The release whose code and venv run the probe: `current`, or -- when current
@@ -821,9 +1428,11 @@ probe_release() {
     return 1
 }
 
-# One probe through the project's own client: /health must say ok and
-# /api/majors must accept the deploy's token (read from its file by the
-# probe, never put on a command line). One line of output either way.
+# One probe through the project's own client, from outside: through nginx,
+# as the service's user (it reads the token file, which is that user's, and
+# the token is never put on a command line). /health must say ok,
+# /api/majors must accept the deploy's token and refuse a request without it
+# (401). One line of output either way.
 probe() {
     local release url
     url=http://$(health_host "$3"):$4
@@ -831,13 +1440,11 @@ probe() {
         echo "没有可用于健康检查的版本（需要含 destination_predictor/client/probe.py 和 .venv 的版本）"
         return 1
     fi
-    local -a token=()
-    if [ -s "$TOKEN_FILE" ]; then token=(--token-file "$TOKEN_FILE"); fi
-    (cd "$release" && exec .venv/bin/python -m destination_predictor.client.probe \
-        --base-url "$url" ${token[@]+"${token[@]}"} --timeout 5)
+    (cd "$release" && as_user "$6" .venv/bin/python -m destination_predictor.client.probe \
+        --base-url "$url" --token-file "$TOKEN_FILE" --timeout 5)
 }
 
-# Probe every second until healthy (0), or until the process is gone or
+# Probe every second until healthy (0), or until a process is gone or
 # --health-timeout has passed (1, with the last probe's line).
 wait_healthy() {
     local deadline=$((SECONDS + OPT_HEALTH_TIMEOUT)) out=''
@@ -866,8 +1473,11 @@ wait_healthy() {
 
 OPT_PORT=
 OPT_HOST=
+OPT_BACKEND_PORT=
 OPT_NAME=
 OPT_MANAGER=auto
+OPT_USER=
+OPT_MEMORY_MAX=
 OPT_PYTHON=
 OPT_VENV_FROM=
 OPT_KEEP=
@@ -875,8 +1485,7 @@ OPT_HEALTH_TIMEOUT=120
 OPT_LINES=100
 OPT_FOLLOW=0
 OPT_ENV=()
-
-valid_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
+OPT_ENV_FILE=
 
 parse_options() {
     while [ $# -gt 0 ]; do
@@ -892,12 +1501,16 @@ parse_options() {
         case $1 in
             --port) OPT_PORT=$2 ;;
             --host) OPT_HOST=$2 ;;
+            --backend-port) OPT_BACKEND_PORT=$2 ;;
             --name) OPT_NAME=$2 ;;
             --manager) OPT_MANAGER=$2 ;;
+            --user) OPT_USER=$2 ;;
+            --memory-max) OPT_MEMORY_MAX=$2 ;;
             --python) OPT_PYTHON=$2 ;;
             --venv-from) OPT_VENV_FROM=$2 ;;
             --keep) OPT_KEEP=$2 ;;
             --env) OPT_ENV+=("$2") ;;
+            --env-file) OPT_ENV_FILE=$2 ;;
             --health-timeout) OPT_HEALTH_TIMEOUT=$2 ;;
             --lines) OPT_LINES=$2 ;;
             *) die "未知选项: $1" ;;
@@ -906,8 +1519,17 @@ parse_options() {
     done
 
     [ -z "$OPT_PORT" ] || valid_port "$OPT_PORT" || die "--port 应为 1-65535 的整数: $OPT_PORT"
-    [ -z "$OPT_HOST" ] || [[ $OPT_HOST =~ ^[A-Za-z0-9.:_-]+$ ]] || die "--host 不是有效的地址: $OPT_HOST"
-    [ -z "$OPT_NAME" ] || [[ $OPT_NAME =~ ^[A-Za-z0-9_.@-]+$ ]] || die "--name 只能含字母、数字和 _.@-: $OPT_NAME"
+    [ -z "$OPT_BACKEND_PORT" ] || valid_port "$OPT_BACKEND_PORT" ||
+        die "--backend-port 应为 1-65535 的整数: $OPT_BACKEND_PORT"
+    if [ -n "$OPT_PORT" ] && [ "$OPT_BACKEND_PORT" = "$OPT_PORT" ]; then
+        die "--backend-port 不能与 --port 相同（$OPT_PORT）"
+    fi
+    [ -z "$OPT_HOST" ] || valid_bind "$OPT_HOST" || die "--host 不是有效的地址: $OPT_HOST"
+    [ -z "$OPT_NAME" ] || valid_name "$OPT_NAME" || die "--name 只能含字母、数字和 _.@-: $OPT_NAME"
+    [ -z "$OPT_USER" ] || valid_user "$OPT_USER" || die "--user 不是有效的用户名: $OPT_USER"
+    [ "$OPT_USER" != root ] || die "--user root：服务不以 root 运行（用默认的 $DEFAULT_USER 或另一个系统用户）"
+    [ -z "$OPT_MEMORY_MAX" ] || valid_memory "$OPT_MEMORY_MAX" ||
+        die "--memory-max 应形如 4G、800M、80% 或 infinity: $OPT_MEMORY_MAX"
     [ -z "$OPT_KEEP" ] || { [[ $OPT_KEEP =~ ^[0-9]+$ ]] && [ "$OPT_KEEP" -ge 2 ]; } ||
         die "--keep 应为 >= 2 的整数: $OPT_KEEP"
     [[ $OPT_HEALTH_TIMEOUT =~ ^[0-9]+$ ]] || die "--health-timeout 应为秒数: $OPT_HEALTH_TIMEOUT"
@@ -915,15 +1537,17 @@ parse_options() {
     case $OPT_MANAGER in auto | systemd | pid) ;; *) die "--manager 只能是 auto、systemd 或 pid" ;; esac
     local kv
     for kv in ${OPT_ENV[@]+"${OPT_ENV[@]}"}; do
-        [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env 应为 KEY=VALUE: $kv"
-        case ${kv%%=*} in
-            PREDICT_DATA_DIR | PREDICT_PORT | PREDICT_HOST | PREDICT_API_TOKEN)
-                die "${kv%%=*} 由部署脚本管理（用 --port/--host；令牌在 shared/api_token），不能用 --env 设置"
-                ;;
-        esac
+        [[ $kv =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env 应为 KEY=VALUE: ${kv%%=*}"
+        if managed_key "${kv%%=*}"; then
+            die "${kv%%=*} 由部署脚本管理（用 --port/--host；令牌在 shared/api_token，总是启用），不能用 --env 设置"
+        fi
+        if secret_name "${kv%%=*}"; then
+            die "${kv%%=*} 含密码等机密，不能用 --env 传递（命令行参数对本机和服务器上的所有用户可见）；请写入文件（每行 KEY=VALUE，权限 600）并用 --env-file 文件"
+        fi
     done
-    readonly OPT_PORT OPT_HOST OPT_NAME OPT_MANAGER OPT_PYTHON OPT_VENV_FROM OPT_KEEP \
-        OPT_HEALTH_TIMEOUT OPT_LINES OPT_FOLLOW OPT_ENV
+    if [ -n "$OPT_ENV_FILE" ]; then env_file_pairs "$OPT_ENV_FILE" >/dev/null; fi
+    readonly OPT_PORT OPT_HOST OPT_BACKEND_PORT OPT_NAME OPT_MANAGER OPT_USER OPT_MEMORY_MAX \
+        OPT_PYTHON OPT_VENV_FROM OPT_KEEP OPT_HEALTH_TIMEOUT OPT_LINES OPT_FOLLOW OPT_ENV OPT_ENV_FILE
 }
 
 main() {
@@ -949,7 +1573,9 @@ main() {
         stop) cmd_stop ;;
         rollback) cmd_rollback ;;
         port) cmd_port ;;
-        *) die "未知子命令: $sub（可用：activate status logs restart stop rollback port check）" ;;
+        nginx-conf) cmd_nginx_conf ;;
+        unit) cmd_unit ;;
+        *) die "未知子命令: $sub（可用：activate status logs restart stop rollback port check nginx-conf unit）" ;;
     esac
 }
 

@@ -5,12 +5,21 @@
 #   BASE/current/deploy/run-service.sh BASE
 #
 # Both managers start the service through this one file -- systemd's
-# ExecStart and the pid-file fallback -- so they cannot drift apart. It reads
-# BASE/shared/deploy.conf (port, bind address; written by the deploy script),
+# ExecStart and the pid-file fallback -- so they cannot drift apart. Both run
+# it as the service's own user (deploy-async.sh --user, default prediction).
+# It reads BASE/shared/deploy.conf (ports; written by the deploy script),
 # BASE/shared/service.env (PREDICT_* settings the operator may edit) and the
 # token file, points PREDICT_DATA_DIR at BASE/shared so uploads, results, the
 # task database and the log outlive every release, and execs gunicorn (so the
 # pid that systemd or the pid file holds is gunicorn's master itself).
+#
+# gunicorn listens on 127.0.0.1:BACKEND_PORT only, behind the deploy's nginx,
+# which listens on BIND_HOST:PORT. (A deploy.conf from before nginx has no
+# BACKEND_PORT: gunicorn then listens on BIND_HOST:PORT itself, as it did.)
+#
+# No token, no service: without a readable, non-empty shared/api_token it
+# refuses to start (exit 78), instead of serving every student's grades to
+# anyone who reaches the port.
 set -euo pipefail
 
 BASE=${1:?usage: run-service.sh BASE_DIR}
@@ -36,22 +45,39 @@ conf_value() {
     sed -n "s/^$1=//p" "$SHARED/deploy.conf" 2>/dev/null | tail -n 1
 }
 
+# A configuration this script cannot run with: systemd does not retry it
+# (RestartPreventExitStatus=78 in the unit), the pid-file start reports it.
+refuse() {
+    echo "run-service.sh: $*" >&2
+    exit 78
+}
+
 load_kv "$SHARED/service.env"
-# The port, bind address and data dir are the deploy's, never the env file's.
+# The ports, bind address, data dir and token are the deploy's, never the env file's.
+unset PREDICT_API_TOKEN PREDICT_ALLOW_ANONYMOUS
 PORT=$(conf_value PORT)
 BIND_HOST=$(conf_value BIND_HOST)
-if [[ ! $PORT =~ ^[0-9]+$ ]]; then
-    echo "run-service.sh: $SHARED/deploy.conf 中没有有效的 PORT" >&2
-    exit 2
-fi
+BACKEND_PORT=$(conf_value BACKEND_PORT)
+[[ $PORT =~ ^[0-9]+$ ]] || refuse "$SHARED/deploy.conf 中没有有效的 PORT"
+[ -z "$BACKEND_PORT" ] || [[ $BACKEND_PORT =~ ^[0-9]+$ ]] || refuse "$SHARED/deploy.conf 中的 BACKEND_PORT 无效"
 BIND_HOST=${BIND_HOST:-0.0.0.0}
 
+TOKEN=''
+if [ -r "$SHARED/api_token" ]; then TOKEN=$(tr -d '[:space:]' <"$SHARED/api_token"); fi
+[ -n "$TOKEN" ] || refuse "缺少 API 令牌（$SHARED/api_token 不存在、不可读或为空），拒绝在无鉴权的情况下启动；重新部署（deploy-async.sh deploy）会生成新令牌"
+
 export PREDICT_DATA_DIR=$SHARED
-export PREDICT_PORT=$PORT
-export PREDICT_HOST=$BIND_HOST
-if [ -s "$SHARED/api_token" ]; then
-    PREDICT_API_TOKEN=$(tr -d '[:space:]' <"$SHARED/api_token")
-    export PREDICT_API_TOKEN
+export PREDICT_PORT=$PORT # also names the log file: async_api_<PORT>.log
+export PREDICT_API_TOKEN=$TOKEN
+if [ -n "$BACKEND_PORT" ]; then
+    export PREDICT_HOST=127.0.0.1
+    bind=127.0.0.1:$BACKEND_PORT
+else
+    export PREDICT_HOST=$BIND_HOST
+    case $BIND_HOST in
+        *:*) bind="[$BIND_HOST]:$PORT" ;;
+        *) bind="$BIND_HOST:$PORT" ;;
+    esac
 fi
 # A real model or real plans put into shared/ survive every deploy; the demo
 # ones shipped with the code are used until then.
@@ -61,11 +87,6 @@ fi
 if [ -z "${PREDICT_PLANS_DIR:-}" ] && [ -n "$(ls -A "$SHARED/plans" 2>/dev/null)" ]; then
     export PREDICT_PLANS_DIR=$SHARED/plans
 fi
-
-case $BIND_HOST in
-    *:*) bind="[$BIND_HOST]:$PORT" ;;
-    *) bind="$BIND_HOST:$PORT" ;;
-esac
 
 # No control-socket flag here: gunicorn.conf.py (control_socket_disable) is its
 # one owner, for this service and every other way the project runs gunicorn.

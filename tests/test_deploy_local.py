@@ -12,29 +12,55 @@ so no package is downloaded.
 work; the tests drive only the operators' command, as before. The health
 check those scripts rely on, ``destination_predictor.client.probe``, is
 tested here too: against the deployment, and with nothing listening.
+
+The deploy's hardening, each against the real processes: nginx in front
+(slow clients cannot starve ``/health``), the service as its own system
+user, no start without a token, a stale pid file never signalled, and only
+what git tracks shipped (local grade data never leaves the machine).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import pwd
 import re
 import shutil
+import socket
 import stat
+import statistics
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support.live_server import free_port, port_open, run_deploy_script
+import requests
+from support.live_server import (
+    SERVICE_USER,
+    free_port,
+    kill_leftover,
+    need_nginx,
+    port_open,
+    proc_uid,
+    reachable_tmp_dir,
+    run_deploy_script,
+    service_user_venv,
+    source_checkout,
+)
 
 from destination_predictor.client import ApiClient, ApiError
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-VENV = Path(sys.prefix)
+HOST_SH = REPO / "deploy" / "host.sh"
+# Local data an operator may leave in the project folder: never shipped.
+LOCAL_DATA = ("predictions.sqlite3", "成绩.xlsx")
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "uploads",
     "results", "test-artifacts", "bench-out", "node_modules", "*.log", "tasks.sqlite3*")
@@ -52,6 +78,7 @@ def pid_alive(pid: int) -> bool:
 class Deployment:
     base: Path
     port: int
+    source: Path  # the git checkout it was deployed from
 
     @property
     def shared(self) -> Path:
@@ -74,33 +101,34 @@ class Deployment:
 
 
 def _stop_leftover(base: Path) -> None:
-    """Teardown safety net: the service's own pid only, checked like the script does."""
-    pid_file = base / "shared" / "service.pid"
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().strip() or 0)
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return
-    if str(base) in cmdline and "gunicorn" in cmdline:
-        os.kill(pid, 9)
+    """Teardown safety net: the service's and the proxy's own pids only."""
+    kill_leftover(base / "shared" / "service.pid", str(base))
+    kill_leftover(base / "nginx" / "nginx.pid", str(base))
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment() -> Iterator[Deployment]:
     if sys.prefix == sys.base_prefix:
         pytest.skip("run the tests from a virtualenv: it seeds the deployed venv (--venv-from)")
-    base = tmp_path_factory.mktemp("deploy") / "srv"
-    dep = Deployment(base=base, port=free_port())
-    proc = dep.run("deploy", "--port", str(dep.port), "--host", "127.0.0.1",
-                   "--venv-from", str(VENV), "--health-timeout", "90")
-    try:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        yield dep
-    finally:
-        dep.run("stop")
-        _stop_leftover(base)
+    need_nginx()
+    with reachable_tmp_dir("deploy-local-") as tmp:
+        # The project as operators deploy it: a git checkout, with local data
+        # lying around in it (grades, a predictions database) that must stay here.
+        source = source_checkout(tmp / "source")
+        for name in LOCAL_DATA:
+            (source / name).write_bytes(b"student grades\n")
+        base = tmp / "srv"
+        dep = Deployment(base=base, port=free_port(), source=source)
+        proc = dep.run("deploy", "--source", str(source), "--port", str(dep.port),
+                       "--host", "127.0.0.1", "--backend-port", str(free_port()),
+                       "--venv-from", str(service_user_venv(tmp / "seed")),
+                       "--health-timeout", "90")
+        try:
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            yield dep
+        finally:
+            dep.run("stop")
+            _stop_leftover(base)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +186,81 @@ def test_first_deploy_is_healthy_with_data_outside_the_release(deployment: Deplo
     assert str(token_file) in status.stdout
 
 
+def test_slow_clients_cannot_starve_health(deployment: Deployment) -> None:
+    """50 connections trickling a request line or header (the slowloris
+    pattern that held all 8 gunicorn threads): nginx holds them, /health
+    through the same port still answers at once."""
+    port = deployment.port
+    slow: list[socket.socket] = []
+    latencies: list[float] = []
+    try:
+        for i in range(50):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /hea" if i % 2 else b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        for round_ in range(4):  # bounded: one more fragment per connection per round
+            for i, s in enumerate(slow):
+                s.sendall(b"l" if i % 2 else f"X-Slow-{round_}: 1\r\n".encode())
+            for _ in range(3):
+                start = time.monotonic()
+                try:
+                    ok = requests.get(f"http://127.0.0.1:{port}/health", timeout=3).status_code == 200
+                except requests.RequestException:
+                    ok = False
+                latencies.append(time.monotonic() - start if ok else math.inf)
+                assert ok, f"/health did not answer under 50 slow connections: {latencies}"
+                time.sleep(0.25)
+    finally:
+        for s in slow:
+            s.close()
+    p50, worst = statistics.median(latencies), max(latencies)
+    print(f"/health under 50 slow connections: p50 {p50 * 1000:.1f} ms, max {worst * 1000:.1f} ms")
+    assert worst < 1.0, latencies
+
+
+def test_release_holds_tracked_files_only(deployment: Deployment) -> None:
+    """The source checkout had local grade data lying around: not one byte of it is shipped."""
+    release = deployment.base / deployment.current()
+    for name in LOCAL_DATA:
+        assert not (release / name).exists(), f"{name} was shipped"
+    assert (release / "models" / "catboost_model.cbm").is_file()
+    assert list((release / "plans").rglob("*.xlsx"))
+    assert (release / "deploy" / "run-service.sh").is_file()
+
+
+def test_service_runs_as_its_own_user(deployment: Deployment) -> None:
+    dep = deployment
+    uid = proc_uid(dep.pid())
+    if os.geteuid() != 0:
+        assert uid == os.geteuid()  # nothing to switch to without root
+        return
+    user = pwd.getpwnam(SERVICE_USER)
+    assert uid == user.pw_uid
+    assert user.pw_shell == "/usr/sbin/nologin"
+    # Its data and its secrets are its own; the deploy's own files stay root's.
+    for path in (dep.shared / "uploads", dep.shared / "results", dep.shared / "api_token",
+                 dep.shared / "service.env", dep.shared / "tasks.sqlite3"):
+        assert path.stat().st_uid == user.pw_uid, path
+    assert stat.S_IMODE((dep.shared / "service.env").stat().st_mode) == 0o600
+    assert (dep.shared / "venvs").stat().st_uid == 0
+
+
+def test_systemd_unit_is_hardened(deployment: Deployment) -> None:
+    """No systemd here: the unit as the deploy would install it, printed by host.sh."""
+    def unit(*extra: str) -> list[str]:
+        proc = subprocess.run(["bash", str(HOST_SH), "unit", str(deployment.base), *extra],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    lines = unit()
+    for want in (f"User={SERVICE_USER}", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 f"ReadWritePaths={deployment.shared}", "PrivateTmp=yes", "ProtectHome=yes",
+                 "MemoryMax=80%"):
+        assert want in lines, want
+    assert "MemoryMax=3G" in unit("--memory-max", "3G")
+
+
 def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
     """The probe as deploy/host.sh runs it: a module of the release's code."""
     return subprocess.run([sys.executable, "-m", "destination_predictor.client.probe", *args],
@@ -191,12 +294,15 @@ def test_redeploy_keeps_token_and_tasks(deployment: Deployment, completed_task: 
                                         tmp_path: Path) -> None:
     dep = deployment
     token, first = dep.token(), dep.current()
-    proc = dep.run("deploy", "--transfer", "tar")  # port, host, venv seed: kept from the last deploy
+    # port, host, venv seed: kept from the last deploy
+    proc = dep.run("deploy", "--source", str(dep.source), "--transfer", "tar")
     assert proc.returncode == 0
     assert "复用虚拟环境" in proc.stdout
     assert dep.token() == token
     assert dep.current() != first
     assert os.readlink(dep.base / "previous") == first
+    for name in LOCAL_DATA:  # tar ships the same file list as rsync
+        assert not (dep.base / dep.current() / name).exists()
     assert_task_served(dep, completed_task, tmp_path / "dl")
 
 
@@ -268,6 +374,64 @@ def test_stop_ends_the_service_and_keeps_the_data(deployment: Deployment,
     assert (dep.shared / "tasks.sqlite3").is_file()
 
 
+def test_no_token_no_service(deployment: Deployment) -> None:
+    """Fails closed: with the token file gone, neither a restart nor the runner
+    itself (systemd's ExecStart) starts the service anonymously."""
+    dep = deployment  # stopped by the previous test
+    token = dep.shared / "api_token"
+    saved, owner = token.read_bytes(), token.stat()
+    token.unlink()
+    try:
+        proc = dep.run("restart")
+        assert proc.returncode != 0
+        assert "令牌" in proc.stderr
+        assert not port_open(dep.port)
+        runner = subprocess.run(
+            ["bash", str(dep.base / "current" / "deploy" / "run-service.sh"), str(dep.base)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert runner.returncode != 0
+        assert "令牌" in runner.stderr
+    finally:
+        dep.run("stop")
+        token.write_bytes(saved)
+        os.chown(token, owner.st_uid, owner.st_gid)
+        token.chmod(0o600)
+
+
+def fake_deploy_path(base: Path) -> Path:
+    """A deploy path as the pid-file mode leaves it, with nothing of ours running."""
+    shared = base / "shared"
+    shared.mkdir(parents=True)
+    (base / "releases" / "20000101T000000Z").mkdir(parents=True)
+    os.symlink("releases/20000101T000000Z", base / "current")
+    (shared / "deploy.conf").write_text("PORT=1\nMANAGER=pid\n")
+    (shared / "api_token").write_text("0" * 64 + "\n")  # so restart gets as far as stopping
+    return shared
+
+
+@pytest.mark.parametrize("sub", ["stop", "restart"])
+@pytest.mark.parametrize("start_record", ["none", "other"])
+def test_a_lookalike_pid_is_never_signalled(tmp_path: Path, sub: str, start_record: str) -> None:
+    """A stale pid that now names a process whose command line holds both
+    "gunicorn" and the deploy path (a `tail -F` of gunicorn.log): its start
+    time is not the one recorded, so neither stop nor restart signals it."""
+    shared = fake_deploy_path(tmp_path / "srv")
+    log = shared / "gunicorn.log"
+    log.touch()
+    tail = subprocess.Popen(["tail", "-F", str(log)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        (shared / "service.pid").write_text(f"{tail.pid}\n")
+        if start_record == "other":
+            (shared / "service.pid.start").write_text("12345\n")
+        run_deploy_script(sub, "--local", str(tmp_path / "srv"))
+        time.sleep(0.2)
+        assert tail.poll() is None, f"{sub} signalled a process that was not the service"
+    finally:
+        tail.kill()
+        tail.wait()
+
+
 def test_stop_never_kills_a_foreign_pid(tmp_path: Path) -> None:
     """A stale pid file that names some other process: only the file goes."""
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -304,3 +468,39 @@ def test_probe_fails_in_one_chinese_line_when_nothing_listens(
     assert "令牌文件" in assert_one_chinese_line(capsys.readouterr().err)
     assert main(["--base-url", "127.0.0.1:8080"]) == 2
     assert "--base-url" in assert_one_chinese_line(capsys.readouterr().err)
+
+
+def test_probe_fails_when_the_api_answers_without_a_token(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A service whose /api answers anonymously (a start without the token)
+    must never pass the deploy's health check."""
+    from destination_predictor.client.probe import main
+
+    class Open(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = (b'{"status": "ok"}' if self.path == "/health"
+                    else b'{"success": true, "data": {"majors": {"2024": []}}}')
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Open)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    token = tmp_path / "token"
+    token.write_text("a" * 64 + "\n")
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert main(["--base-url", url, "--token-file", str(token), "--timeout", "5"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = capsys.readouterr()
+    line = assert_one_chinese_line(out.err)
+    assert "/api/majors" in line and "令牌" in line
+    assert out.out == ""

@@ -5,23 +5,39 @@ and ``stop`` from this side, the way an operator drives a cloud server.
 Every one of them sends ``deploy/host.sh`` over ssh and runs it there; the
 deploy first uploads the code with ``deploy/transfer.sh`` (rsync over ssh).
 
-Needs root and openssh-server/openssh-client/rsync (``.ci/run`` installs
-them); skipped, with the reason, where they are missing.
+Needs root and openssh-server/openssh-client/rsync/nginx (``.ci/run``
+installs them); skipped, with the reason, where they are missing.
+
+Secrets travel with the SSH connection's stdin, never on a command line:
+a deploy with a database password is watched from ``/proc/*/cmdline`` (both
+ends are this machine) while it runs.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.live_server import free_port, port_open, run_deploy_script
+from support.live_server import (
+    free_port,
+    kill_leftover,
+    need_nginx,
+    port_open,
+    reachable_tmp_dir,
+    run_deploy_script,
+    service_user_venv,
+    source_checkout,
+)
 
 from destination_predictor.client import ApiClient
 
@@ -35,6 +51,9 @@ class Sshd:
     port: int
     key: Path
     known_hosts: Path
+    work: Path  # reachable by the deploy's service user: deploy paths, the source, the seed venv
+    source: Path
+    venv: Path
 
     def target_args(self) -> list[str]:
         return ["root@127.0.0.1", "--ssh-port", str(self.port), "--identity", str(self.key),
@@ -42,7 +61,13 @@ class Sshd:
 
 
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+def work() -> Iterator[Path]:
+    with reachable_tmp_dir("deploy-ssh-") as path:
+        yield path
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Sshd]:
     if os.geteuid() != 0:
         pytest.skip("sshd for root@127.0.0.1 needs root")
     missing = [t for t in ("ssh", "ssh-keygen", "rsync") if shutil.which(t) is None]
@@ -50,6 +75,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         pytest.skip(f"needs openssh-server, openssh-client and rsync (missing: {missing or 'sshd'})")
     if sys.prefix == sys.base_prefix:
         pytest.skip("run the tests from a virtualenv: it seeds the deployed venv (--venv-from)")
+    need_nginx()
     d = tmp_path_factory.mktemp("sshd")
     host_key, key = d / "host_ed25519", d / "id_ed25519"
     for path in (host_key, key):
@@ -61,6 +87,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation dir
     port = free_port()
     log = d / "sshd.log"
+    source = source_checkout(work / "source")
+    venv = service_user_venv(work / "seed")
     proc = subprocess.Popen([
         str(SSHD), "-D", "-p", str(port), "-o", "ListenAddress=127.0.0.1", "-h", str(host_key),
         "-o", f"AuthorizedKeysFile={authorized}", "-o", f"PidFile={d / 'sshd.pid'}",
@@ -73,7 +101,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             assert proc.poll() is None, f"sshd exited: {log.read_text() if log.exists() else ''}"
             assert time.monotonic() < deadline, "sshd did not listen within 15 s"
             time.sleep(0.1)
-        yield Sshd(port=port, key=key, known_hosts=d / "known_hosts")
+        yield Sshd(port=port, key=key, known_hosts=d / "known_hosts", work=work, source=source,
+                   venv=venv)
     finally:
         proc.terminate()
         try:
@@ -83,13 +112,21 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
             proc.wait()
 
 
-def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd, tmp_path: Path) -> None:
-    base = tmp_path / "remote" / "srv"
+def stop_everything(base: Path) -> None:
+    run_deploy_script("stop", "--local", str(base))
+    kill_leftover(base / "shared" / "service.pid", str(base))
+    kill_leftover(base / "nginx" / "nginx.pid", str(base))
+
+
+def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd) -> None:
+    base = sshd.work / "remote" / "srv"
     port = free_port()
     remote = [*sshd.target_args(), "--path", str(base)]
     try:
-        proc = run_deploy_script("deploy", *remote, "--port", str(port), "--host", "127.0.0.1",
-                          "--venv-from", sys.prefix, "--health-timeout", "90")
+        proc = run_deploy_script("deploy", *remote, "--source", str(sshd.source),
+                                 "--port", str(port), "--host", "127.0.0.1",
+                                 "--backend-port", str(free_port()),
+                                 "--venv-from", str(sshd.venv), "--health-timeout", "90")
         assert proc.returncode == 0
         assert "rsync over ssh" in proc.stdout
         assert f"{base}/shared/api_token" in proc.stdout  # where the token is
@@ -117,7 +154,73 @@ def test_deploy_over_ssh_then_status_logs_restart_stop(sshd: Sshd, tmp_path: Pat
         assert not port_open(port)
         assert run_deploy_script("status", *remote).returncode == 3
     finally:
-        run_deploy_script("stop", "--local", str(base))
+        stop_everything(base)
+
+
+class CmdlineWatch:
+    """Reads every process's ``/proc/<pid>/cmdline`` in a loop until stopped,
+    recording the ones that contain ``needle``: what ``ps`` shows every user."""
+
+    def __init__(self, needle: str) -> None:
+        self.needle = needle.encode()
+        self.hits: list[str] = []
+        self.scans = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if self.needle in cmdline:
+                    self.hits.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            self.scans += 1
+            time.sleep(0.005)
+
+    def __enter__(self) -> CmdlineWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_secrets_never_reach_a_command_line(sshd: Sshd, tmp_path: Path) -> None:
+    password = "Pw-" + secrets.token_hex(12)
+    url = f"postgresql://app:{password}@127.0.0.1:1/predictions"
+    base = sshd.work / "secret" / "srv"
+    remote = [*sshd.target_args(), "--path", str(base), "--source", str(sshd.source),
+              "--port", str(free_port()), "--host", "127.0.0.1", "--backend-port", str(free_port()),
+              "--venv-from", str(sshd.venv), "--health-timeout", "90"]
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"# the database, with its password\nPREDICT_DATABASE_URL={url}\n")
+    env_file.chmod(0o600)
+    try:
+        # On the operator's command line it is in `ps` already: --env refuses
+        # it before starting anything (host.sh's check, ssh) that would show it too.
+        with CmdlineWatch(password) as watch:
+            refused = run_deploy_script("deploy", *remote, "--env", f"PREDICT_DATABASE_URL={url}")
+        assert refused.returncode != 0
+        assert "--env-file" in refused.stderr
+        assert all(hit.split()[1].endswith("deploy-async.sh") for hit in watch.hits), watch.hits
+
+        with CmdlineWatch(password) as watch:
+            proc = run_deploy_script("deploy", *remote, "--env-file", str(env_file))
+        assert proc.returncode == 0
+        assert watch.scans > 50
+        assert watch.hits == [], watch.hits
+        assert password not in proc.stdout + proc.stderr
+        service_env = base / "shared" / "service.env"
+        assert stat.S_IMODE(service_env.stat().st_mode) == 0o600
+        assert f"PREDICT_DATABASE_URL={url}" in service_env.read_text().splitlines()
+    finally:
+        stop_everything(base)
 
 
 def test_unreachable_host_is_refused_clearly(sshd: Sshd, tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ for ``status``, from the release's own virtualenv. It goes through
 ``ApiClient`` -- the same envelope checks and Chinese errors as every other
 client of the service -- instead of a private HTTP snippet in the shell script.
 
-Two requests, both must pass:
+Every request must pass:
 
 - ``GET /health`` answers ``status: ok`` (open route; 503 while the model is
   not loaded, so a release without a usable model never counts as healthy);
 - ``GET /api/majors`` with the token from ``--token-file``: proves the service
-  runs with the token the deploy wrote, and can read its plans.
+  runs with the token the deploy wrote, and can read its plans;
+- with ``--token-file``, ``GET /api/majors`` *without* a token answers 401:
+  proves the service does require it. A service that started without its
+  token (and serves every student's grades to anyone) is not healthy.
 
 Exit 0 with one summary line on stdout. Otherwise one Chinese line on stderr:
 exit 1 when the service is not healthy (down, refusing, wrong answer), exit 2
@@ -61,8 +64,22 @@ def _years(majors: dict[str, list[dict[str, object]]]) -> list[int | str]:
     return [int(y) if y.isdigit() else y for y in majors]
 
 
+def _requires_token(base_url: str, timeout: float) -> None:
+    """``GET /api/majors`` without a token must be refused with 401."""
+    with ApiClient(base_url, timeout=timeout) as anonymous:
+        try:
+            anonymous.majors()
+        except ApiError as exc:
+            if exc.status == 401:
+                return
+            raise ApiError(exc.status, exc.code,
+                           f"GET /api/majors（不带令牌）应返回 401，实际：{_reason(exc)}") from exc
+    raise ApiError(200, "NO_AUTH", "GET /api/majors 不带令牌也返回了数据：服务没有要求访问令牌")
+
+
 def probe(client: ApiClient) -> str:
-    """The summary line of a healthy service; raises ``ApiError`` otherwise."""
+    """The summary line of a healthy service; raises ``ApiError`` otherwise.
+    With a token, the API must also refuse a request without it."""
     try:
         health = client.health()
     except ApiError as exc:
@@ -73,6 +90,8 @@ def probe(client: ApiClient) -> str:
         majors = client.majors()
     except ApiError as exc:
         raise ApiError(exc.status, exc.code, f"GET /api/majors 失败：{_reason(exc)}") from exc
+    if client.token:
+        _requires_token(client.base_url, client.timeout)
     return (f"status={health.get('status')} model={health.get('model_version')} "
             f"running={health.get('running')} pending={health.get('pending')} "
             f"years={_years(majors)}")
@@ -81,7 +100,8 @@ def probe(client: ApiClient) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m destination_predictor.client.probe",
-        description="健康检查：/health 为 ok，且带令牌的 /api/majors 可用时退出码为 0。")
+        description="健康检查：/health 为 ok、带令牌的 /api/majors 可用（给了令牌时，不带令牌的 "
+                    "/api/majors 须返回 401）时退出码为 0。")
     parser.add_argument("--base-url", required=True, help="服务地址，如 http://127.0.0.1:8080")
     parser.add_argument("--token-file", help="API 令牌文件（如 shared/api_token）")
     parser.add_argument("--timeout", type=float, default=5.0, help="每个请求的超时秒数（默认 5）")

@@ -10,15 +10,22 @@ happens to export never reaches the server under test.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import site
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pytest
 import requests
 
 from support.paths import REPO
@@ -45,6 +52,120 @@ def run_deploy_script(*args: str, timeout: float = 240) -> subprocess.CompletedP
     # Shown by pytest when a test fails: what the operator would have seen.
     print(f"$ deploy-async.sh {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\nrc={proc.returncode}")
     return proc
+
+
+# --- deploy helpers: nginx, the service user, a source checkout ------------------------
+
+SERVICE_USER = "prediction"  # deploy/host.sh's default --user
+
+
+def nginx_binary() -> str | None:
+    """Debian's nginx (``make system-deps``), which the deploy puts in front of gunicorn."""
+    found = shutil.which("nginx")
+    if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    return found
+
+
+def need_nginx() -> str:
+    """The nginx binary; skipped (with the reason) where it is missing, failed in CI."""
+    found = nginx_binary()
+    if found is None:
+        reason = "needs Debian's nginx (apt-get install -y nginx, or make system-deps)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found
+
+
+def others_can_use(path: Path) -> bool:
+    """Whether another user -- the deploy's service user -- can reach ``path``
+    (every directory above it searchable by others) and read it (and run it,
+    when it is executable)."""
+    path = path.resolve()
+    for parent in path.parents:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return False
+    mode = path.stat().st_mode
+    wanted = stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)
+    return mode & wanted == wanted
+
+
+@contextmanager
+def reachable_tmp_dir(prefix: str) -> Iterator[Path]:
+    """A temporary directory the deploy's service user can enter: pytest's own
+    (``/tmp/pytest-of-root``) is 0700, so a service running as ``prediction``
+    could not reach a deploy path inside it. Removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def service_user_venv(dest: Path) -> Path:
+    """A virtualenv for ``--venv-from`` whose interpreter and packages the
+    deploy's service user can use, so no package is downloaded.
+
+    The test venv itself when others can use it (or when the deploy does not
+    switch users: not root). Otherwise -- a pyenv interpreter under /root, say
+    -- a seed venv at ``dest`` from the system's Python of the same version,
+    whose .pth adds this venv's site-packages."""
+    packages = [Path(p) for p in site.getsitepackages()]
+    if os.geteuid() != 0 or (others_can_use(Path(sys.executable))
+                             and all(others_can_use(p) for p in packages)):
+        return Path(sys.prefix)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    system = Path(f"/usr/bin/python{version}")
+    if not system.exists() or not all(others_can_use(p) for p in packages):
+        pytest.skip(f"the service user ({SERVICE_USER}) cannot run {sys.executable} and there "
+                    f"is no {system} to seed its venv from")
+    subprocess.run([str(system), "-m", "venv", "--without-pip", str(dest)], check=True,
+                   stdin=subprocess.DEVNULL)
+    site_dir = dest / "lib" / f"python{version}" / "site-packages"
+    site_dir.joinpath("_test_seed.pth").write_text(
+        "".join(f"import site; site.addsitedir({str(p)!r})\n" for p in packages))
+    return dest
+
+
+SOURCE_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".schemathesis",
+    "uploads", "results", "test-artifacts", "bench-out", "node_modules", "*.log", "tasks.sqlite3*")
+
+
+def source_checkout(dest: Path) -> Path:
+    """The working tree as a git checkout of its own, the way operators deploy
+    from theirs: every file copied, and what git would track (``.gitignore``
+    applies) added to its index -- new modules not yet ``git add``-ed in the
+    real checkout included, so the deployed code is the code under test."""
+    shutil.copytree(REPO, dest, ignore=SOURCE_IGNORE, symlinks=True)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return dest
+
+
+def proc_uid(pid: int) -> int:
+    """The real uid of a process (``Uid:`` in ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")
+
+
+def kill_leftover(pid_file: Path, must_contain: str) -> None:
+    """Teardown safety net: SIGKILL the process a pid file names, only if its
+    command line names ``must_contain`` (a deploy path)."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return
+    if must_contain in cmdline:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            os.kill(pid, signal.SIGKILL)
 
 
 class LiveServer:
