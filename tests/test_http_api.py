@@ -126,7 +126,7 @@ def test_full_run_contract(app: Flask, client: FlaskClient, grades: Path) -> Non
     z = client.get(f"/api/task/{task_id}/results.zip")
     assert z.status_code == 200 and z.mimetype == "application/zip"
     with zipfile.ZipFile(io.BytesIO(z.data)) as zf:
-        assert sorted(zf.namelist()) == sorted(files)
+        assert sorted(zf.namelist()) == sorted(f.removeprefix(f"{task_id}_") for f in files)
 
     listed = client.get("/api/tasks").json["data"]["tasks"]
     assert [t["id"] for t in listed] == [task_id]
