@@ -10,6 +10,7 @@ Screenshots of every state land in ``test-artifacts/`` for a person to look at.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import re
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-sync", "--no-first-run"]
 TOKEN = "console-test-token-7f3a"
 # The console's native ES modules: index.html loads main.js, which imports the rest.
-CONSOLE_MODULES = ("main.js", "api.js", "dom.js", "format.js", "start.js", "tasks.js",
+CONSOLE_MODULES = ("main.js", "api.js", "dom.js", "format.js", "start.js", "check.js", "tasks.js",
                    "results.js", "monitor.js", "charts.js")
 
 needs_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
@@ -152,6 +153,56 @@ def _card(page: Any, file_name: str) -> Any:
     return page.locator("article.task", has=page.locator(".task-file", has_text=file_name))
 
 
+def _no_grade_workbook(path: Path) -> Path:
+    """A registrar-like sheet with headers but no grade column: a run fails."""
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.append(["SNH", "Current_Major", "Course_Name"])
+    wb.active.append(["20240001", "物联网工程", "高等数学"])
+    wb.save(path)
+    return path
+
+
+def _start(page: Any, path: Path) -> Any:
+    """Start a task for ``path`` through the form; its card, found by the task id
+    the page reports (the same file twice gives two cards)."""
+    message = page.locator("#start-message")
+    page.set_input_files("#file-input", str(path))
+    page.click("#start-button")
+    sync_api.expect(message).to_contain_text("预测任务已启动")
+    found = re.search(r"任务编号 ([0-9a-f]{8})", message.inner_text())
+    assert found, message.inner_text()
+    card = page.locator(f"article.task[data-task-id^='{found.group(1)}']")
+    sync_api.expect(card).to_be_visible()
+    return card
+
+
+def _drop(page: Any, path: Path) -> None:
+    """Drop ``path`` on the file picker, as a person dragging it there would."""
+    page.evaluate("""([name, b64]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name));
+        document.getElementById("file-drop").dispatchEvent(
+            new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+    }""", [path.name, base64.b64encode(path.read_bytes()).decode()])
+
+
+def _assert_code_is_secondary(box: Any, code: str) -> None:
+    """The API's machine code follows the Chinese message, smaller and grey."""
+    node = box.locator(".code")
+    sync_api.expect(node).to_have_text(f"（代码：{code}）")
+    look = node.evaluate("""(n) => {
+        const own = getComputedStyle(n), box = getComputedStyle(n.parentNode);
+        return {size: parseFloat(own.fontSize), boxSize: parseFloat(box.fontSize),
+                color: own.color, boxColor: box.color,
+                last: n.parentNode.lastElementChild === n};
+    }""")
+    assert look["size"] < look["boxSize"] and look["color"] != look["boxColor"], look
+    assert look["last"], look
+
+
 # --- tests --------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -198,7 +249,9 @@ def test_console_full_flow(server: LiveServer, watched: Watched, tmp_path: Path)
                                          "buffer": b"this is not a workbook\n" * 10})
     page.click("#start-button")
     expect(page.locator("#start-message")).to_contain_text("任务未启动：文件内容不是有效的 .xlsx 工作簿")
-    expect(page.locator("#start-message .code")).to_have_text("BAD_FILE_CONTENT")
+    # The machine code is kept for the administrator, but secondary: after the
+    # message, smaller and grey.
+    _assert_code_is_secondary(page.locator("#start-message"), "BAD_FILE_CONTENT")
     shot(page, "03-refused-content")
     expect(page.locator("#task-list")).to_contain_text("暂无任务")
 
@@ -292,6 +345,142 @@ def test_console_full_flow(server: LiveServer, watched: Watched, tmp_path: Path)
 
 @pytest.mark.slow
 @needs_browser
+def test_console_keeps_every_task(server: LiveServer, watched: Watched, tmp_path: Path) -> None:
+    """One tab, task after task: every task after the first completed one was
+    lost (the list's placeholder lookup matched a paragraph inside a finished
+    card). Completed, failed, from the cache, completed again and cancelled
+    while waiting for the one pool slot; a reload between."""
+    page = watched.page
+    expect = sync_api.expect
+    year = _newest_year(server.plans_dir)
+    grades = _workbook(server, tmp_path, year, 21, "连续-成绩.xlsx")
+    second = _workbook(server, tmp_path, year, 22, "连续-第二份.xlsx")
+    waiting = _workbook(server, tmp_path, year, 23, "连续-取消.xlsx")
+    broken = _no_grade_workbook(tmp_path / "连续-缺成绩列.xlsx")
+    page.goto(server.base + "/")
+    page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+    page.select_option("#year-select", str(year))
+
+    done = _start(page, grades)
+    expect(done.locator(".badge")).to_have_text("已完成", timeout=90_000)
+    expect(done.locator("svg[data-chart='destinations']")).to_be_visible()  # opened by itself
+
+    failed = _start(page, broken)  # the second start: this card never appeared
+    expect(failed.locator(".badge")).to_have_text("失败", timeout=30_000)
+    expect(failed.locator(".message-error")).to_contain_text("缺少必需的列")
+    _assert_code_is_secondary(failed.locator(".message-error"), "MISSING_COLUMNS")
+    expect(page.locator("#tasks-message")).to_be_hidden()
+
+    page.reload()
+    page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+    page.select_option("#year-select", str(year))
+    expect(done.locator(".badge")).to_have_text("已完成")
+    cached = _start(page, grades)  # the same file again
+    expect(cached.locator(".badge")).to_have_text("已完成")
+    expect(cached).to_contain_text("复用了缓存结果")
+
+    # Two more: with one pool slot the second waits behind the first (a run
+    # takes about a second) and is cancelled there.
+    again = _start(page, second)
+    cancelled = _start(page, waiting)
+    expect(page.locator("#poll-state")).to_contain_text("每 3 秒自动刷新")  # polling resumed
+    cancelled.locator("button", has_text="取消任务").click()
+    expect(cancelled.locator(".badge")).to_have_text("失败", timeout=30_000)
+    expect(cancelled).to_contain_text("任务已取消")
+    expect(again.locator(".badge")).to_have_text("已完成", timeout=90_000)
+    expect(page.locator("#poll-state")).to_contain_text("已暂停自动刷新")
+
+    # Every card at the end, newest first, each with its status, the model
+    # that predicted it and the demo tag.
+    cards = ((cancelled, "失败"), (again, "已完成"), (cached, "已完成"), (failed, "失败"),
+             (done, "已完成"))
+    ids = [card.get_attribute("data-task-id") for card, _ in cards]
+    shown = page.locator("article.task").evaluate_all("(cs) => cs.map((c) => c.dataset.taskId)")
+    assert shown[:len(ids)] == ids, (shown, ids)
+    for card, status in cards:
+        expect(card.locator(".badge")).to_have_text(status)
+        expect(card.locator(".task-meta")).to_contain_text("模型 demo-")
+        expect(card.locator(".tag-demo")).to_have_text("演示模型")
+    expect(page.locator("#tasks-message")).to_be_hidden()
+    shot(page, "10-every-task")
+    assert not watched.errors, watched.errors
+
+
+@pytest.mark.slow
+@needs_browser
+def test_console_checks_the_file_before_running(server: LiveServer, watched: Watched,
+                                                tmp_path: Path) -> None:
+    """Choosing a file (or changing year or major) shows /api/task/validate's
+    report above the start button; stale answers are ignored."""
+    page = watched.page
+    expect = sync_api.expect
+    year = _newest_year(server.plans_dir)
+    grades = _workbook(server, tmp_path, year, 31, "检查-成绩.xlsx")
+    broken = _no_grade_workbook(tmp_path / "检查-缺成绩列.xlsx")
+    page.goto(server.base + "/")
+    # The bundled demo model: said at the top of the page, permanently.
+    expect(page.locator("#demo-banner")).to_contain_text("演示模型")
+    expect(page.locator("#demo-banner")).to_contain_text("请勿用于真实决策")
+    page.wait_for_selector(f"#year-select option[value='{year}']", state="attached")
+    page.select_option("#year-select", str(year))
+    report = page.locator("#check-report")
+
+    page.set_input_files("#file-input", str(grades))
+    expect(report.locator(".check-summary")).to_contain_text("30 名学生，4 个专业可预测")
+    expect(report.locator(".check-major")).to_have_count(4)
+    expect(report.locator(".check-major").first).to_contain_text(re.compile(r"必修课 \d+/\d+ 门有成绩"))
+    expect(report.locator(".check-problems")).to_have_count(0)
+    # Above the start button.
+    assert report.bounding_box()["y"] < page.locator("#start-button").bounding_box()["y"]
+    shot(page, "11-check-ok")
+
+    # A major chosen: checked again, for that major alone.
+    page.select_option("#major-select", index=1)
+    expect(report.locator(".check-major")).to_have_count(1)
+    page.select_option("#major-select", "")
+    expect(report.locator(".check-major")).to_have_count(4)
+    # Another year: checked again; the courses match the file's own year
+    # better, which a run would not refuse, so the page says it.
+    page.select_option("#year-select", str(year - 1))
+    expect(report.locator(".check-warnings")).to_contain_text(
+        f"所选年级为 {year - 1} 级，但文件中的课程与 {year} 级培养方案最吻合")
+    page.select_option("#year-select", str(year))
+    expect(report.locator(".check-warnings")).to_have_count(0)
+
+    # What a run would refuse is prominent; starting stays possible. (Dropped
+    # on the picker this time: the same as choosing it.)
+    _drop(page, broken)
+    expect(page.locator("#file-name")).to_contain_text(broken.name)
+    expect(report.locator(".check-problems")).to_contain_text("缺少必需的列")
+    expect(report).to_have_class(re.compile(r"check-bad"))
+    expect(page.locator("#start-button")).to_be_enabled()
+    shot(page, "12-check-problems")
+
+    # A refused check request: its Chinese error.
+    page.set_input_files("#file-input", {"name": "改名.xlsx", "mimeType": "application/octet-stream",
+                                         "buffer": b"this is not a workbook\n" * 10})
+    expect(report).to_contain_text("文件内容不是有效的 .xlsx 工作簿")
+    _assert_code_is_secondary(report.locator(".message-error"), "BAD_FILE_CONTENT")
+
+    # A stale answer (the file changed meanwhile) is ignored: the first check
+    # is held back and answered after the second one.
+    held: list[Any] = []
+    page.route("**/api/task/validate",
+               lambda route: held.append(route) if not held else route.continue_())
+    page.set_input_files("#file-input", str(broken))
+    page.set_input_files("#file-input", str(grades))
+    expect(report.locator(".check-summary")).to_contain_text("30 名学生")
+    with page.expect_response("**/api/task/validate"):
+        held[0].continue_()
+    page.wait_for_timeout(300)
+    expect(report.locator(".check-summary")).to_contain_text("30 名学生")
+    expect(report.locator(".check-problems")).to_have_count(0)
+    page.unroute("**/api/task/validate")
+    assert not watched.errors, watched.errors
+
+
+@pytest.mark.slow
+@needs_browser
 def test_console_asks_for_token_once(token_server: LiveServer, browser: Any,
                                      tmp_path: Path) -> None:
     year = _newest_year(token_server.plans_dir)
@@ -301,6 +490,10 @@ def test_console_asks_for_token_once(token_server: LiveServer, browser: Any,
         expect = sync_api.expect
         page.goto(token_server.base + "/")
         expect(page.locator("#token-overlay")).to_be_visible()
+        # Staff are told where the token comes from (README, 部署与运维).
+        dialog = page.locator("#token-form")
+        for where in ("管理员", "shared/api_token", "PREDICT_API_TOKEN"):
+            expect(dialog).to_contain_text(where)
         shot(page, "07-token-prompt")
 
         page.fill("#token-input", "wrong-token")

@@ -5,7 +5,8 @@
  * few helpers keep that short and uniform. They hold no state of their own.
  *
  * Exports: $ (element by id), h (create an element with attributes and
- * children), clear (empty a node), showMessage / hideMessage (message boxes).
+ * children), clear (empty a node), showMessage / hideMessage (message boxes),
+ * codeNote (an API error code, shown as secondary).
  */
 
 export function $(id) { return document.getElementById(id); }
@@ -36,12 +37,24 @@ export function h(tag, attrs, children) {
 
 export function clear(node) { while (node.firstChild) { node.removeChild(node.firstChild); } }
 
-/* kind: "error" | "info" | "success" | "warn"; code: the API's error code, if any. */
+/*
+ * The API's machine code (QUEUE_FULL, …) after a Chinese message: kept for the
+ * administrator, but secondary for staff (smaller and grey, see .code).
+ */
+export function codeNote(code) {
+  return h("span", { className: "code", "data-code": code, title: "错误代码（联系管理员时请提供）",
+    text: "（代码：" + code + "）" });
+}
+
+/*
+ * kind: "error" | "info" | "success" | "warn"; code: the API's error code, if
+ * any (only a string: a script error's numeric DOMException code is no API code).
+ */
 export function showMessage(node, kind, text, code) {
   clear(node);
   node.className = "message message-" + kind;
   node.appendChild(document.createTextNode(text));
-  if (code) { node.appendChild(h("span", { className: "code", text: code })); }
+  if (typeof code === "string" && code) { node.appendChild(codeNote(code)); }
   node.hidden = false;
 }
 

@@ -27,7 +27,9 @@ const state = {
   pollTimer: null,
   tickTimer: null,
   monitorTimer: null,
-  loadingTasks: false,
+  loadingTasks: null,       // the task-list request in flight, if any
+  tasksAgain: false,       // a refresh was asked for meanwhile: fetch once more after it
+  checkSeq: 0,             // numbers the file checks; only the latest one's answer is shown
   tokenPrompt: null,       // pending promise while the token form is open
   firstListDone: false
 };

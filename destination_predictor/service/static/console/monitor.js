@@ -3,7 +3,8 @@
  *
  * Why: GET /api/monitor (every 5 s) and GET /health describe the service, not
  * one task: counts, limits, recent work, disk use, the model version, the
- * upload size limit and whether database import is configured. This module
+ * upload size limit, whether the bundled demo model is loaded (the banner at
+ * the top) and whether database import is configured. This module
  * renders the panel and copies those facts into state (maxUploadMb,
  * importEnabled) and the page.
  *
@@ -12,7 +13,7 @@
  */
 
 import { api } from "./api.js";
-import { $, clear, h, showMessage } from "./dom.js";
+import { $, clear, codeNote, h, showMessage } from "./dom.js";
 import { formatBytes, formatClock, formatDuration, STATUS_TEXT } from "./format.js";
 import { updateImportVisibility } from "./results.js";
 
@@ -46,6 +47,9 @@ function importEnabledOf(data) {
 
 /* Facts about the service that /health or /api/monitor may carry. */
 export function applyServiceInfo(state, data) {
+  // The bundled demo model (trained on synthetic data) predicts nobody real:
+  // said at the top of the page for as long as the service says so.
+  if (typeof data.demo_model === "boolean") { $("demo-banner").hidden = !data.demo_model; }
   const version = data.model_version || (data.model && data.model.version);
   if (version) { $("model-version").textContent = "模型版本 " + version; }
   const limit = data.max_upload_mb || (data.limits && data.limits.max_upload_mb);
@@ -135,7 +139,7 @@ function failuresList(failures) {
       h("span", { className: "muted small", text: formatClock(f.finished_at) + " " }),
       h("strong", { text: (f.file_name || f.id) + "：" }),
       h("span", { text: f.error || "未知错误" }),
-      f.error_code ? h("span", { className: "code", text: f.error_code }) : null
+      f.error_code ? codeNote(f.error_code) : null
     ]));
   });
   return ul;

@@ -1,16 +1,21 @@
 /*
- * start.js — the 启动预测任务 form: year/major choices, the file picker, upload.
+ * start.js — the 启动预测任务 form: year/major choices, the file picker, the
+ * check before running, upload.
  *
  * Why: starting a task is the page's one form. It loads the years and majors
  * the service has plans for, checks the chosen file itself (type, size) only
  * to save a pointless upload — the server repeats every check — and shows the
- * API's own Chinese error when the server refuses.
+ * API's own Chinese error when the server refuses. Whenever the file, year or
+ * major changes it asks POST /api/task/validate what a run would make of the
+ * file and shows that report above the start button (see check.js), so staff
+ * know the input before trusting the output; starting never waits for it.
  *
  * Exports: setupStartForm(state) (attach the form's listeners),
  * loadMajors(state) (fill the year select from GET /api/majors).
  */
 
 import { api } from "./api.js";
+import { hideCheck, runCheck } from "./check.js";
 import { $, clear, h, hideMessage, showMessage } from "./dom.js";
 import { formatBytes } from "./format.js";
 import { refreshMonitor } from "./monitor.js";
@@ -118,13 +123,20 @@ function showChosenFile(file) {
   name.className = "file-name " + (file ? "chosen" : "muted");
 }
 
+/* The server's check of the chosen file for the chosen year and major. */
+function checkChosen(state) {
+  const file = $("file-input").files[0];
+  if (!file || checkFile(state, file)) { hideCheck(state); return; }
+  runCheck(state, file, $("year-select").value, $("major-select").value);
+}
+
 function onFileChange(state) {
   const file = $("file-input").files[0];
   const msg = $("start-message");
   showChosenFile(file);
-  if (!file) { hideMessage(msg); return; }
-  const problem = checkFile(state, file);
+  const problem = file ? checkFile(state, file) : null;
   if (problem) { showMessage(msg, "error", problem); } else { hideMessage(msg); }
+  checkChosen(state);
 }
 
 /* Dropping a file on the picker is the same as choosing it. */
@@ -178,6 +190,7 @@ function onStart(state, ev) {
       "（任务编号 " + (data && data.task_id ? data.task_id.slice(0, 8) : "") + "）");
     $("file-input").value = "";
     showChosenFile(null);
+    hideCheck(state);
     refreshTasks(state);
     refreshMonitor(state);
   }).catch((f) => {
@@ -189,5 +202,9 @@ export function setupStartForm(state) {
   $("start-form").addEventListener("submit", (ev) => onStart(state, ev));
   $("file-input").addEventListener("change", () => onFileChange(state));
   setupDrop(state);
-  $("year-select").addEventListener("change", () => fillMajors(state));
+  $("year-select").addEventListener("change", () => {
+    fillMajors(state);
+    checkChosen(state);
+  });
+  $("major-select").addEventListener("change", () => checkChosen(state));
 }

@@ -4,14 +4,15 @@
  * Why: the list is the page's only polling loop (every 3 s while a task is
  * pending or running, stopped otherwise) and keeps one card per task, updated
  * in place so open results, charts and import answers survive each refresh.
- * Cards live in state.cards (task id -> card), the sorted list in state.tasks.
+ * Cards live in state.cards (task id -> card) and, in list order, in
+ * #task-cards, which holds nothing else; the sorted list is in state.tasks.
  *
  * Exports: refreshTasks(state) (fetch the list, render it, schedule the next
  * poll).
  */
 
 import { api } from "./api.js";
-import { $, clear, h, hideMessage, showMessage } from "./dom.js";
+import { $, h, hideMessage, showMessage } from "./dom.js";
 import { elapsedText, formatClock, isActive, parseTime, STATUS_TEXT } from "./format.js";
 import { refreshMonitor } from "./monitor.js";
 import { buildResults } from "./results.js";
@@ -34,20 +35,35 @@ function schedulePoll(state) {
   if (!active && state.tickTimer) { clearInterval(state.tickTimer); state.tickTimer = null; }
 }
 
+/*
+ * One request at a time. A refresh asked for while one is in flight (a task
+ * just started during a poll) is not dropped: the in-flight answer may predate
+ * the new task, so the list is fetched once more right after it.
+ */
 export function refreshTasks(state) {
   if (state.pollTimer) { clearTimeout(state.pollTimer); state.pollTimer = null; }
-  if (state.loadingTasks) { return Promise.resolve(); }
-  state.loadingTasks = true;
-  return api(state, "GET", "/api/tasks?limit=" + TASK_LIMIT).then((data) => {
+  if (state.loadingTasks) {
+    state.tasksAgain = true;
+    return state.loadingTasks;
+  }
+  const run = api(state, "GET", "/api/tasks?limit=" + TASK_LIMIT).then((data) => {
     const list = Array.isArray(data) ? data : (data && data.tasks) || [];
     hideMessage($("tasks-message"));
     renderTasks(state, list);
   }).catch((f) => {
     showMessage($("tasks-message"), "error", "无法获取任务列表：" + f.message, f.code);
+    if (!state.tasks.length) { $("task-list-placeholder").textContent = "任务列表暂时无法加载，可点击“刷新状态”重试。"; }
   }).then(() => {
-    state.loadingTasks = false;
+    state.loadingTasks = null;
+    if (state.tasksAgain) {
+      state.tasksAgain = false;
+      return refreshTasks(state);
+    }
     schedulePoll(state);
+    return undefined;
   });
+  state.loadingTasks = run;
+  return run;
 }
 
 function tickElapsed(state) {
@@ -67,21 +83,7 @@ function sortNewestFirst(list) {
   });
 }
 
-function showEmpty(state, container) {
-  clear(container);
-  state.cards = {};
-  container.appendChild(h("p", { className: "muted empty", text: "暂无任务。选择成绩文件并启动预测后，任务会显示在这里。" }));
-}
-
-/*
- * KNOWN BUG (kept on purpose, to be fixed separately): `.empty, p.muted` also
- * matches a p.muted inside a card (the charts' note, "该任务没有可显示的汇总数据。"),
- * which is not a child of the container, so removeChild throws.
- */
-function removePlaceholder(container) {
-  const placeholder = container.querySelector(".empty, p.muted");
-  if (placeholder) { container.removeChild(placeholder); }
-}
+const EMPTY_TEXT = "暂无任务。选择成绩文件并启动预测后，任务会显示在这里。";
 
 function dropVanished(state, seen) {
   Object.keys(state.cards).forEach((id) => {
@@ -93,16 +95,36 @@ function dropVanished(state, seen) {
   });
 }
 
+/*
+ * One card's update; a failure there (a task shape this page does not know)
+ * is said on that card and must not take the whole list down with it.
+ */
+function updateOne(state, card, task, newestCompleted) {
+  try {
+    updateCard(state, card, task, newestCompleted);
+  } catch (e) {
+    console.error(e);
+    showMessage(card.error, "error", "该任务的部分信息无法显示：" + (e && e.message ? e.message : String(e)));
+  }
+}
+
+/*
+ * Keyed by task id: #task-cards holds only the cards (state.cards[id].root),
+ * in list order; the placeholder is its own element beside them
+ * (#task-list-placeholder), shown only while the list is empty.
+ */
 function renderTasks(state, list) {
-  const container = $("task-list");
+  const container = $("task-cards");
+  const placeholder = $("task-list-placeholder");
   const tasks = sortNewestFirst(list);
   state.tasks = tasks;
-  if (!tasks.length) { showEmpty(state, container); return; }
+  placeholder.textContent = EMPTY_TEXT;
+  placeholder.hidden = tasks.length > 0;
   const seen = {};
   let changed = false;
   let firstCompleted = true;
-  removePlaceholder(container);
-  tasks.forEach((task, index) => {
+  let previous = null;
+  tasks.forEach((task) => {
     seen[task.id] = true;
     let card = state.cards[task.id];
     if (!card) {
@@ -112,9 +134,10 @@ function renderTasks(state, list) {
     if (card.status !== task.status) { changed = true; }
     const newestCompleted = task.status === "completed" && firstCompleted;
     if (task.status === "completed") { firstCompleted = false; }
-    updateCard(state, card, task, newestCompleted);
-    const at = container.children[index];
-    if (at !== card.root) { container.insertBefore(card.root, at || null); }
+    updateOne(state, card, task, newestCompleted);
+    const wanted = previous ? previous.nextSibling : container.firstChild;
+    if (wanted !== card.root) { container.insertBefore(card.root, wanted); }
+    previous = card.root;
   });
   dropVanished(state, seen);
   // A task started or finished: the monitoring panel's counts changed too.
@@ -128,6 +151,10 @@ function buildCard(state, task) {
   const card = { status: null, resultsBuilt: false, task: task };
   card.name = h("span", { className: "task-file" });
   card.badge = h("span", { className: "badge" });
+  card.demo = h("span", {
+    className: "tag tag-demo", text: "演示模型", hidden: true,
+    title: "由自带的演示模型（合成数据训练）预测，结果不代表真实学生"
+  });
   card.meta = h("div", { className: "task-meta" });
   card.cancel = h("button", { type: "button", className: "btn btn-small btn-danger", text: "取消任务" });
   card.cancel.addEventListener("click", () => { cancelTask(state, card); });
@@ -143,7 +170,7 @@ function buildCard(state, task) {
   card.results = h("div", { className: "task-results", hidden: true });
   card.root = h("article", { className: "task", "data-task-id": task.id }, [
     h("div", { className: "task-head" }, [
-      h("div", { className: "task-title" }, [card.badge, card.name]),
+      h("div", { className: "task-title" }, [card.badge, card.name, card.demo]),
       card.cancel
     ]),
     card.meta,
@@ -163,6 +190,7 @@ function metaText(task) {
   if (task.priority === "high") { bits.push("高优先级"); }
   bits.push("创建于 " + formatClock(task.created_at));
   if (task.status === "pending" && task.queue_position) { bits.push("排队第 " + task.queue_position + " 位"); }
+  if (task.model_version) { bits.push("模型 " + task.model_version); }
   bits.push("编号 " + String(task.id).slice(0, 8));
   return bits.join(" · ");
 }
@@ -173,7 +201,7 @@ function updateHead(card, task) {
   card.name.title = task.file_name || "";
   card.badge.textContent = STATUS_TEXT[task.status] || task.status;
   card.badge.className = "badge badge-" + task.status;
-  clear(card.meta);
+  card.demo.hidden = !task.demo_model;
   card.meta.textContent = metaText(task);
 }
 
