@@ -15,6 +15,7 @@ data-dir lock outlives its test.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from support.paths import MODELS_DIR, PLANS_DIR
+from support.pg import PgServer, next_database_name, start_postgres
 from support.service import FakeRunner, grade_workbook
 
 MakeApp = Callable[..., Flask]
@@ -83,3 +85,25 @@ def fake_app(app_config: dict[str, Any], make_app: MakeApp) -> Iterator[tuple[Fl
 def grades(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated grade workbook of 40 students of 2023 (read-only for tests)."""
     return grade_workbook(tmp_path_factory.mktemp("grades") / "成绩 2023级.xlsx", 40, seed=7)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """A private PostgreSQL for the whole session (skipped locally without it, never in CI)."""
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each kind (PostgreSQL: a new database per test)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.sqlite3'}"
+    server: PgServer = request.getfixturevalue("pg")
+    return server.create_database(next_database_name())

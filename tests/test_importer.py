@@ -32,7 +32,7 @@ import pytest
 import sqlalchemy as sa
 from support.live_server import LiveServer, free_port
 from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
-from support.pg import PASSWORD, PgServer, start_postgres
+from support.pg import PASSWORD, PgServer, next_database_name
 
 from destination_predictor.importer import (
     GRADES_TABLE,
@@ -81,30 +81,6 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
         grades, YEAR, out_dir=root / "results",
         file_prefix="00000000-0000-4000-8000-000000000000_")
     return Cohort(grades, sorted(run.files))
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PgServer]:
-    try:
-        server = start_postgres()
-    except RuntimeError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not available: {exc}")
-    yield server
-    server.stop()
-
-
-_db_counter = iter(range(1, 10_000))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database of each kind (PostgreSQL: a new database per test)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'predictions.sqlite3'}"
-    server: PgServer = request.getfixturevalue("pg")
-    return server.create_database(f"imp{next(_db_counter)}")
 
 
 def _engine(url: str) -> sa.Engine:
@@ -283,7 +259,7 @@ def test_new_columns_added_in_the_same_transaction(cohort: Cohort, db_url: str,
 @pytest.mark.slow
 def test_postgres_long_names_are_cut_like_postgres_and_clashes_refused(
         cohort: Cohort, pg: PgServer, tmp_path: Path) -> None:
-    url = pg.create_database(f"imp{next(_db_counter)}")
+    url = pg.create_database(next_database_name())
     long_name = "毛泽东思想和中国特色社会主义理论体系概论（实践环节））"   # 81 bytes
     ai = cohort.major_file("ai")
 
@@ -446,7 +422,7 @@ def _import_in_thread(files: list[Path], url: str) -> tuple[threading.Thread, di
 @pytest.mark.slow
 def test_postgres_readers_see_old_rows_until_commit(cohort: Cohort, pg: PgServer,
                                                     tmp_path: Path) -> None:
-    url = pg.create_database(f"imp{next(_db_counter)}")
+    url = pg.create_database(next_database_name())
     ai = cohort.major_file("ai")
 
     def keep_first_rows(ws: Any) -> None:
@@ -470,7 +446,7 @@ def test_postgres_readers_see_old_rows_until_commit(cohort: Cohort, pg: PgServer
 
 @pytest.mark.slow
 def test_postgres_connection_killed_mid_insert_keeps_old_rows(cohort: Cohort, pg: PgServer) -> None:
-    url = pg.create_database(f"imp{next(_db_counter)}")
+    url = pg.create_database(next_database_name())
     import_results(cohort.results, url)
     ai = cohort.major_file("ai")
     last_snh = str(workbook(ai)["SNH"].iloc[-1])

@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from support.live_server import LiveServer
 from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
-from support.pg import PgServer, start_postgres
+from support.pg import PgServer, next_database_name
 
 from destination_predictor.importer import ImportRefused, import_results, resolve_database_url
 
@@ -83,29 +82,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     assert f"Cohort{YEAR}_Predictions_{SHORT_MAJOR}.xlsx" in names, names
     assert f"{LONG_TABLE}.xlsx" in names, names
     return Run(plans, grades, sorted(result.files))
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    try:
-        server = start_postgres()
-    except RuntimeError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not available: {exc}")
-    yield server
-    server.stop()
-
-
-_counter = iter(range(1, 10_000))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'predictions.sqlite3'}"
-    server: PgServer = request.getfixturevalue("pg")
-    return server.create_database(f"names{next(_counter)}")
 
 
 def tables(url: str) -> dict[str, int]:
@@ -245,7 +221,7 @@ def test_cli_imports_new_majors_from_a_real_service(run: Run, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_postgres_long_table_name_imports_again(run: Run, pg: PgServer) -> None:
-    url = pg.create_database(f"names{next(_counter)}")
+    url = pg.create_database(next_database_name("names"))
     long_file = run.file(LONG_MAJOR)
     first = import_results([long_file], url, known_codes=ALL_CODES)
     again = import_results(run.results, url, known_codes=ALL_CODES)  # with the others
@@ -262,7 +238,7 @@ def test_postgres_long_table_name_imports_again(run: Run, pg: PgServer) -> None:
 @pytest.mark.slow
 def test_postgres_tables_that_would_share_a_name_are_refused(run: Run, pg: PgServer,
                                                              tmp_path: Path) -> None:
-    url = pg.create_database(f"names{next(_counter)}")
+    url = pg.create_database(next_database_name("names"))
     import_results(run.results, url, known_codes=ALL_CODES)
     before = tables(url)
     twin_code = LONG_MAJOR[:-1] + "甲"             # same first 63 bytes of table name

@@ -96,3 +96,11 @@ def start_postgres() -> PgServer:
         last_error = proc.stderr + (root / "server.log").read_text(errors="replace")[-2000:]
     shutil.rmtree(root, ignore_errors=True)
     raise RuntimeError(f"could not start PostgreSQL: {last_error}")
+
+
+_database_numbers = iter(range(1, 1_000_000))
+
+
+def next_database_name(prefix: str = "imp") -> str:
+    """A database name not used before in this test session."""
+    return f"{prefix}{next(_database_numbers)}"
