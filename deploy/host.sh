@@ -1056,26 +1056,19 @@ ports_held() {
     echo "${held[*]-}"
 }
 
-service_pid() {
-    local pid
-    if [ "$1" = systemd ]; then
-        pid=$(systemctl show -p MainPID --value "$2" 2>/dev/null || echo 0)
-        [ "$pid" != 0 ] && echo "$pid"
-    else
-        pid=$(read_pid "$PIDFILE")
-        if is_ours "$pid"; then echo "$pid"; fi
-    fi
-    return 0
-}
+# The pid of the service (gunicorn) or of its proxy (nginx): systemd's main pid,
+# or the pid file's -- only when it still is the process we started.
+service_pid() { managed_pid "$1" "$2" "$PIDFILE" is_ours; }
+proxy_pid() { managed_pid "$1" "$2-nginx" "$NGINX_PID" nginx_is_ours; }
 
-proxy_pid() {
-    local pid
-    if [ "$1" = systemd ]; then
-        pid=$(systemctl show -p MainPID --value "$2-nginx" 2>/dev/null || echo 0)
+managed_pid() {
+    local manager=$1 unit=$2 pidfile=$3 check=$4 pid
+    if [ "$manager" = systemd ]; then
+        pid=$(systemctl show -p MainPID --value "$unit" 2>/dev/null || echo 0)
         [ "$pid" != 0 ] && echo "$pid"
     else
-        pid=$(read_pid "$NGINX_PID")
-        if nginx_is_ours "$pid"; then echo "$pid"; fi
+        pid=$(read_pid "$pidfile")
+        if "$check" "$pid"; then echo "$pid"; fi
     fi
     return 0
 }
