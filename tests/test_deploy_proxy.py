@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from support.live_server import free_port, need_nginx, port_open, reachable_tmp_dir
+from support.live_server import (
+    free_port,
+    need_nginx,
+    reachable_tmp_dir,
+    wait_until_listening,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -46,11 +50,7 @@ def proxy() -> Iterator[str]:
         proc = subprocess.Popen([nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"),
                                  "-e", str(log)], stdin=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 10
-            while not port_open(port):
-                assert proc.poll() is None, f"nginx exited: {log.read_text() if log.exists() else ''}"
-                assert time.monotonic() < deadline, "nginx did not listen within 10 s"
-                time.sleep(0.05)
+            wait_until_listening(proc, port, log, "nginx", 10)
             yield f"http://127.0.0.1:{port}"
         finally:
             proc.terminate()

@@ -37,6 +37,7 @@ from support.live_server import (
     run_deploy_script,
     service_user_venv,
     source_checkout,
+    wait_until_listening,
 )
 
 from destination_predictor.client import ApiClient
@@ -96,11 +97,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Sshd]
         "-E", str(log),
     ], stdin=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while not port_open(port):
-            assert proc.poll() is None, f"sshd exited: {log.read_text() if log.exists() else ''}"
-            assert time.monotonic() < deadline, "sshd did not listen within 15 s"
-            time.sleep(0.1)
+        wait_until_listening(proc, port, log, "sshd", 15)
         yield Sshd(port=port, key=key, known_hosts=d / "known_hosts", work=work, source=source,
                    venv=venv)
     finally:

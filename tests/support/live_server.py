@@ -40,6 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_until_listening(proc: subprocess.Popen[Any], port: int, log: Path, name: str,
+                         timeout: float) -> None:
+    """Wait for a server process the test started to listen on ``port``; fail with its log."""
+    deadline = time.monotonic() + timeout
+    while not port_open(port):
+        assert proc.poll() is None, f"{name} exited: {log.read_text() if log.exists() else ''}"
+        assert time.monotonic() < deadline, f"{name} did not listen within {timeout:g} s"
+        time.sleep(0.05)
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
