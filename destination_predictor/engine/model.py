@@ -134,6 +134,16 @@ class DestinationModel:
         Clip (NaN stays NaN), scale, CatBoost, then prior correction and
         temperature exactly as section 5 step 5 says.
         """
+        x = self._clipped(features)
+        out = np.empty((x.shape[0], 3))
+        for start in range(0, x.shape[0], PREDICT_CHUNK):
+            part = pd.DataFrame(x[start:start + PREDICT_CHUNK], columns=self.feature_columns)
+            scaled = self.scaler.transform(part)
+            out[start:start + PREDICT_CHUNK] = self.booster.predict_proba(np.asarray(scaled))
+        return self._postprocess(out)
+
+    def _clipped(self, features: np.ndarray) -> np.ndarray:
+        """(batch, 10) BASE+strength order -> the model's column order, clipped (NaN stays NaN)."""
         x = features[:, self._feature_pos].astype(float, copy=True)
         clips = self.params.get("clip_ranges") or {}
         for j, name in enumerate(self.feature_columns):
@@ -142,12 +152,39 @@ class DestinationModel:
             if lo is not None or hi is not None:  # NaN stays NaN
                 x[:, j] = np.clip(x[:, j], -np.inf if lo is None else lo,
                                   np.inf if hi is None else hi)
-        out = np.empty((x.shape[0], 3))
-        for start in range(0, x.shape[0], PREDICT_CHUNK):
-            part = pd.DataFrame(x[start:start + PREDICT_CHUNK], columns=self.feature_columns)
-            scaled = self.scaler.transform(part)
-            out[start:start + PREDICT_CHUNK] = self.booster.predict_proba(np.asarray(scaled))
-        return self._postprocess(out)
+        return x
+
+    def scaled(self, features: np.ndarray) -> np.ndarray:
+        """The booster's input for (batch, 10) features: clipped, then scaled (model order)."""
+        part = pd.DataFrame(self._clipped(features), columns=self.feature_columns)
+        return np.asarray(self.scaler.transform(part), dtype=float)
+
+    def reasons(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CatBoost's own SHAP values for (batch, 10) features in BASE+strength order.
+
+        Returns ``(contributions, expected)``: ``(batch, 3, 10)`` -- how much each
+        feature pushed each class's raw logit, in BASE+strength order -- and
+        ``(batch, 3)`` the expected values, so that ``expected[:, k] +
+        contributions[:, k].sum()`` is the booster's raw formula value for class
+        ``k``. Computed on the same clipped and scaled input ``predict`` uses;
+        these explain the raw logits *before* the prior correction and the
+        temperature of ``_postprocess`` (which shift and scale every class alike
+        per row only when ``tau`` and ``temperature`` are neutral).
+        """
+        from catboost import Pool
+
+        shap = np.asarray(self.booster.get_feature_importance(
+            Pool(self.scaled(features)), type="ShapValues"), dtype=float)
+        if shap.ndim == 2:  # a binary model: (batch, n_features + 1), one class
+            shap = shap[:, None, :]
+        contrib = np.empty((shap.shape[0], shap.shape[1], len(self._feature_pos)))
+        contrib[:, :, self._feature_pos] = shap[:, :, :-1]  # model order -> BASE order
+        return contrib, shap[:, :, -1]
+
+    def raw_logits(self, features: np.ndarray) -> np.ndarray:
+        """The booster's raw formula values (batch, 3) for (batch, 10) features."""
+        return np.asarray(self.booster.predict(self.scaled(features),
+                                               prediction_type="RawFormulaVal"), dtype=float)
 
     def _postprocess(self, p: np.ndarray) -> np.ndarray:
         logits = np.log(np.clip(p, 1e-12, 1.0))
