@@ -66,3 +66,19 @@ def test_recovery_fails_tasks_it_cannot_run(app_config: dict[str, Any], make_app
     db_ = c.get(f"/api/task/status/{b}").json["data"]
     assert (da["status"], da["error_code"]) == ("failed", "TOO_MANY_ATTEMPTS")
     assert (db_["status"], db_["error_code"]) == ("failed", "UPLOAD_MISSING")
+
+
+def test_recovery_removes_the_staging_of_a_killed_job(app_config: dict[str, Any],
+                                                      make_app: Any) -> None:
+    """A job killed mid-write leaves ``results/.staging-*`` (the engine stages every
+    workbook there, then moves them in); recovery removes it at the next start,
+    instead of leaving it to the retention sweep a day later."""
+    results = Path(app_config["PREDICT_DATA_DIR"]) / "results"
+    staging = results / ".staging-killed"
+    staging.mkdir(parents=True)
+    (staging / "Cohort2024_Predictions_ai.xlsx").write_bytes(b"half a workbook")
+    kept = results / "unrelated.txt"
+    kept.write_text("x")
+    make_app(runner=FakeRunner(hold=False))
+    assert not staging.exists()
+    assert kept.exists(), "only staging folders go at start-up"
