@@ -37,6 +37,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from support.service import UNKNOWN_TASK_ID, YEAR, FakeRunner, data_dir, finished, tiny_xlsx
 
+from destination_predictor.engine.grades import read_grades
 from destination_predictor.service import openapi
 
 DOC: dict[str, Any] = json.loads(openapi.DOCUMENT.read_text("utf-8"))
@@ -307,6 +308,19 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
     assert imported.json["data"]["grades"]["rows"] > 0
     k.call(c, "POST", "/api/task/{task_id}/import", 200, task_id=tid)
     k.call(c, "POST", "/api/task/{task_id}/cancel", 409, "TASK_FINISHED", task_id=tid)
+    # What-if for one student of the completed task (service/whatif.py).
+    k.call(c, "GET", "/student", 200)
+    view = k.call(c, "GET", "/api/task/{task_id}/student/{snh}", 200, task_id=tid,
+                  snh=read_grades(grades).students[0]).json["data"]
+    k.call(c, "POST", "/api/whatif", 200, json={"year": view["year"], "major": view["major"],
+                                                "grades": view["grades"],
+                                                "assume": dict.fromkeys(view["missing"], 80)})
+    k.call(c, "GET", "/api/task/{task_id}/student/{snh}", 404, "STUDENT_NOT_FOUND", task_id=tid,
+           snh="nobody")
+    k.call(c, "POST", "/api/whatif", 400, "BAD_SCORE",
+           json={"year": YEAR, "major": view["major"], "grades": {"x": 101}})
+    k.call(c, "POST", "/api/whatif", 413, "BODY_TOO_LARGE",
+           json={"year": YEAR, "major": view["major"], "grades": {}, "pad": "y" * 70_000})
     k.call(c, "GET", "/api/monitor", 200)
     # A second identical task completes at once from the cache.
     again = k.call(c, "POST", "/api/task/start", 200,
@@ -397,9 +411,11 @@ def test_refusals_of_a_guarded_or_limited_service_conform(
     for path, methods in documented_operations().items():
         for method in methods:
             secured = DOC["paths"][path][method.lower()].get("security", DOC["security"])
-            url = path.replace("{task_id}", UNKNOWN_TASK_ID).replace("{filename}", "a.xlsx")
+            url = (path.replace("{task_id}", UNKNOWN_TASK_ID).replace("{filename}", "a.xlsx")
+                   .replace("{snh}", "1"))
             if secured == DOC["security"]:
-                params = {k: v for k, v in (("task_id", UNKNOWN_TASK_ID), ("filename", "a.xlsx"))
+                params = {k: v for k, v in (("task_id", UNKNOWN_TASK_ID), ("filename", "a.xlsx"),
+                                            ("snh", "1"))
                           if "{" + k + "}" in path}
                 r = k.call(c, method, path, 401, "UNAUTHORIZED", **params)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")

@@ -38,6 +38,8 @@ FEATURE_NAMES: tuple[str, ...] = (*BASE, "AcademicStrength")
 DESTINATIONS = {1: "保研", 2: "出国", 3: "就业"}
 REASONS_BASIS = ("raw_logit_shap: CatBoost ShapValues of each class's raw logit on the clipped, "
                  "scaled features, before the prior correction and temperature")
+# Entries beyond the plan's courses a request may name (other courses are ignored).
+MAX_EXTRA_ENTRIES = 500
 # How many plans the what-if keeps parsed (keyed by file identity, so an edited plan is re-read).
 PLAN_CACHE_SIZE = 64
 
@@ -66,6 +68,10 @@ def whatif(model: DestinationModel, plan: Plan, grades: Mapping[str, Any],
     layout = features.PlanLayout(plan)
     courses = layout.courses
     known = set(courses)
+    for name, given_scores in (("grades", grades), ("assume", assume)):
+        if len(given_scores) > len(courses) + MAX_EXTRA_ENTRIES:
+            raise PredictionError("TOO_MANY_COURSES",
+                                  f"{name} 的课程过多（最多为培养方案课程数加 {MAX_EXTRA_ENTRIES} 门）")
     real = np.full((1, len(courses)), np.nan)
     given = np.full((1, len(courses)), np.nan)
     for j, c in enumerate(courses):
@@ -165,15 +171,29 @@ class PlanCache:
 _PLANS = PlanCache()
 
 
+def _plan_of(engine: Any, year: int, major: str) -> Plan:
+    name = engine.resolve_major(year, major)
+    if name is None:
+        raise PredictionError("UNKNOWN_MAJOR", "请指定专业（名称或代码）")
+    return _PLANS.get(engine.plans_dir, year, name, engine.categories)
+
+
+def student_view(engine: Any, year: int, major: str, grades: Mapping[str, float]) -> dict[str, Any]:
+    """A student's grades in the plan's courses (plan order) and the missing plan rows,
+    as a batch run sees them: what ``POST /api/whatif`` takes back."""
+    plan = _plan_of(engine, year, major)
+    taken = {c: float(grades[c]) for c in plan.courses if c in grades}
+    return {"year": year, "major": plan.major, "grades": taken,
+            "missing": [r.course for r in plan.rows if r.course not in taken],
+            "other_courses": len(grades) - len(taken)}
+
+
 def engine_whatif(engine: Any, year: int, major: str, grades: Mapping[str, Any],
                   assume: Mapping[str, Any] | None = None, lo: int = 60,
                   hi: int = 90) -> dict[str, Any]:
     """``whatif`` with a loaded ``pipeline.Engine``: its model (loaded once), its plans
     and category map, and its predict lock around every call into CatBoost."""
-    name = engine.resolve_major(year, major)
-    if name is None:
-        raise PredictionError("UNKNOWN_MAJOR", "请指定专业（名称或代码）")
-    plan = _PLANS.get(engine.plans_dir, year, name, engine.categories)
+    plan = _plan_of(engine, year, major)
     lock = engine._predict_lock  # noqa: SLF001 - the engine's own serialisation of CatBoost
 
     def reasons(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

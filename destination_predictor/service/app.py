@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask
 
 from ..engine import PredictionError
-from . import auth, console, import_routes, openapi, responses, routes
+from . import auth, console, import_routes, openapi, responses, routes, whatif
 from .cache import ResultCache
 from .cleaner import Cleaner
 from .executor import TaskExecutor
@@ -75,6 +75,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     app.register_blueprint(console.bp)  # web console at / and /admin/prediction/async
     app.register_blueprint(import_routes.bp)  # POST /api/task/<id>/import (PREDICT_DATABASE_URL)
     app.register_blueprint(openapi.bp)  # GET /api/openapi.json (the API described, no token)
+    app.register_blueprint(whatif.bp)  # POST /api/whatif, GET /api/task/<id>/student/<snh>
     # -------------------------------------------------------------------------
 
     # Start-up recovery is an explicit step, before any pool thread can run.

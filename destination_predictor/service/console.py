@@ -44,8 +44,8 @@ RECENT_TASKS = 10
 RECENT_FAILURES = 5
 
 
-def _page() -> Response:
-    resp = send_from_directory(STATIC_DIR, "index.html", max_age=0)
+def _page(name: str = "index.html") -> Response:
+    resp = send_from_directory(STATIC_DIR, name, max_age=0)
     resp.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     resp.headers["X-Content-Type-Options"] = "nosniff"
     resp.headers["Referrer-Policy"] = "no-referrer"
@@ -62,6 +62,12 @@ def index() -> Response:
 def legacy_path() -> Response:
     """The path staff already know from the operators' guide."""
     return _page()
+
+
+@bp.get("/student")
+def student_page() -> Response:
+    """One student's what-if (分数滑动): ``student.html`` + ``student.js``."""
+    return _page("student.html")
 
 
 @bp.get("/api/monitor")

@@ -20,10 +20,10 @@ HTTP_STATUS: dict[str, int] = {
         "BAD_REQUEST", "MISSING_FILE", "MISSING_YEAR", "BAD_YEAR", "UNKNOWN_YEAR",
         "UNKNOWN_MAJOR", "BAD_PRIORITY", "BAD_CONFIG", "UNSUPPORTED_FILE_TYPE",
         "BAD_FILE_CONTENT", "EMPTY_FILE", "SUSPICIOUS_ARCHIVE", "BAD_STATUS", "BAD_LIMIT",
-        "INVALID_TASK_ID", "BAD_JSON"), 400),
+        "INVALID_TASK_ID", "BAD_JSON", "BAD_WHATIF", "BAD_SCORE"), 400),
     **dict.fromkeys(("UNAUTHORIZED", "INVALID_TOKEN"), 401),
     "FORBIDDEN": 403,
-    **dict.fromkeys(("NOT_FOUND", "TASK_NOT_FOUND", "FILE_NOT_FOUND"), 404),
+    **dict.fromkeys(("NOT_FOUND", "TASK_NOT_FOUND", "FILE_NOT_FOUND", "STUDENT_NOT_FOUND"), 404),
     "METHOD_NOT_ALLOWED": 405,
     "REQUEST_TIMEOUT": 408,
     # the task's state does not allow it (yet): may succeed later
@@ -31,7 +31,7 @@ HTTP_STATUS: dict[str, int] = {
     # the files were there once and have been cleaned up
     **dict.fromkeys(("TASK_EXPIRED", "RESULT_GONE", "RESULT_FILE_MISSING", "UPLOAD_MISSING"),
                     410),
-    "FILE_TOO_LARGE": 413,
+    **dict.fromkeys(("FILE_TOO_LARGE", "BODY_TOO_LARGE"), 413),
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "TOO_MANY_REQUESTS": 429,
     **dict.fromkeys(("INTERNAL_ERROR", "DATABASE_WRITE_FAILED", "VERIFY_FAILED"), 500),
