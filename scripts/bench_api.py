@@ -111,6 +111,43 @@ def poll(base: str, task_ids: list[str], stop: threading.Event, pause: float,
             time.sleep(pause)
 
 
+def whatif_body(book: Path, year: int, plans_dir: Path) -> dict[str, Any]:
+    """One student of ``book`` as ``POST /api/whatif`` takes it (the first with a plan)."""
+    from destination_predictor.engine.grades import read_grades
+    from destination_predictor.engine.plans import find_plans
+
+    cohort = read_grades(book)
+    plans = find_plans(plans_dir, year)
+    sid = next(s for s in cohort.students if cohort.majors[s] in plans)
+    rows = cohort.scores[cohort.scores["sid"] == sid]
+    return {"year": year, "major": cohort.majors[sid],
+            "grades": dict(zip(rows["course"], rows["grade"].astype(float), strict=True))}
+
+
+def whatif_poll(base: str, body: dict[str, Any], stop: threading.Event, pause: float,
+                latencies: list[float], errors: list[str]) -> None:
+    """One client moving a slider: what-if requests for one student, one at a time."""
+    session = requests.Session()
+    score = 0
+    while not stop.is_set():
+        missing = body.get("_missing") or []
+        payload = {k: v for k, v in body.items() if k != "_missing"}
+        payload["assume"] = dict.fromkeys(missing, score % 101)
+        score += 7
+        t0 = time.perf_counter()
+        try:
+            r = session.post(f"{base}/api/whatif", json=payload, timeout=10)
+            if r.status_code != 200:
+                errors.append(f"HTTP {r.status_code}")
+            elif "_missing" not in body:
+                body["_missing"] = r.json()["data"]["missing"]
+        except requests.RequestException as exc:
+            errors.append(type(exc).__name__)
+        latencies.append(time.perf_counter() - t0)
+        if pause:
+            time.sleep(pause)
+
+
 def measure(base: str, task_ids: list[str], seconds: float | None, threads: int, pause: float,
             done: Any) -> tuple[list[float], list[str]]:
     """Poll until ``done()`` (or for ``seconds``), from ``threads`` clients."""
@@ -205,13 +242,23 @@ def main(argv: list[str] | None = None) -> int:
                       for t in ids]
             return all(s in ("completed", "failed") for s in states)
 
+        body = whatif_body(books[0], args.year, args.plans_dir)
+        wi_lat: list[float] = []
+        wi_err: list[str] = []
+        wi_stop = threading.Event()
+        wi = threading.Thread(target=whatif_poll, args=(base, body, wi_stop, args.pause, wi_lat,
+                                                        wi_err), daemon=True)
+        wi.start()
         busy, errors = measure(base, ids, None, args.threads, args.pause, all_done)
+        wi_stop.set()
+        wi.join(15)
         wall = time.monotonic() - t_submit
         print(f"server: gunicorn 1 worker x gthread, execution={args.execution}, "
               f"cpus={os.cpu_count()}; clients: {args.threads} threads, pause {args.pause}s")
         results["idle"] = report("idle", idle)
         results["busy"] = report("3 jobs" if args.jobs == 3 else f"{args.jobs} jobs", busy)
-        results["errors"] = len(errors)
+        results["whatif_busy"] = report("what-if", wi_lat)
+        results["errors"] = len(errors) + len(wi_err)
         jobs = []
         for t in ids:
             d = session.get(f"{base}/api/task/status/{t}", timeout=10).json()["data"]
