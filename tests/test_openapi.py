@@ -396,6 +396,30 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
     assert expired["expired"] is True
     k.call(h, "GET", "/api/task/{task_id}/results.zip", 410, "TASK_EXPIRED", task_id=kid)
 
+    # Education plans (service/plan_routes.py): list, a refused upload with its
+    # report, an accepted one, rollback and delete with their refusals.
+    k.call(c, "GET", "/api/plans", 200)
+    plan = (Path(__file__).parent.parent / "plans" / f"education-plan{YEAR}"
+            / f"{YEAR}级智能科学与技术培养方案.xlsx").read_bytes()
+    plan_form = {"year": str(YEAR), "major": "智能科学与技术"}
+    k.call(c, "POST", "/api/plans", 422, "PLAN_CHECK_FAILED", content_type="multipart/form-data",
+           data={**plan_form, "file": (io.BytesIO(tiny_xlsx()), "p.xlsx")})
+    k.call(c, "POST", "/api/plans", 400, "MISSING_MAJOR", content_type="multipart/form-data",
+           data={"year": str(YEAR), "file": (io.BytesIO(plan), "p.xlsx")})
+    k.call(c, "POST", "/api/plans/{year}/{major}/rollback", 409, "PLAN_NO_VERSIONS",
+           year=YEAR, major="ai")
+    k.call(c, "POST", "/api/plans", 200, content_type="multipart/form-data",
+           data={**plan_form, "file": (io.BytesIO(plan), "p.xlsx")})
+    k.call(c, "POST", "/api/plans/{year}/{major}/rollback", 404, "PLAN_VERSION_NOT_FOUND",
+           year=YEAR, major="ai", query_string={"version": "7"})
+    k.call(c, "POST", "/api/plans/{year}/{major}/rollback", 400, "BAD_VERSION",
+           year=YEAR, major="ai", query_string={"version": "x"})
+    k.call(c, "DELETE", "/api/plans/{year}/{major}", 200, year=YEAR, major="ai")
+    k.call(c, "POST", "/api/plans/{year}/{major}/rollback", 200, year=YEAR, major="ai")
+    k.call(c, "DELETE", "/api/plans/{year}/{major}", 404, "PLAN_NOT_FOUND", year=YEAR,
+           major="天文")
+    k.call(c, "DELETE", "/api/plans/{year}/{major}", 400, "BAD_YEAR", year="20x4", major="ai")
+
     # Every documented operation answered at least once, and validated.
     answered = {(m, p) for m, p, _ in k.seen}
     assert answered == {(m, p) for p, ms in documented_operations().items() for m in ms}
@@ -417,8 +441,11 @@ def test_refusals_of_a_guarded_or_limited_service_conform(
                 params = {k: v for k, v in (("task_id", UNKNOWN_TASK_ID), ("filename", "a.xlsx"),
                                             ("snh", "1"))
                           if "{" + k + "}" in path}
+                params.update({k: v for k, v in (("year", "2023"), ("major", "ai"))
+                               if "{" + k + "}" in path})
                 r = k.call(c, method, path, 401, "UNAUTHORIZED", **params)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
+                url = url.replace("{year}", "2023").replace("{major}", "ai")
                 bad = c.open(url, method=method, headers={"X-API-Key": "wrong"})
                 k.conform(bad, method, path)
                 assert (bad.status_code, bad.json["code"]) == (401, "INVALID_TOKEN")

@@ -9,6 +9,7 @@ in-memory task index must live where the requests are served.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from .cleaner import Cleaner
 from .executor import TaskExecutor
 from .logging_setup import build_logger, log_event
 from .manager import EXTENSION_KEY, TaskManager
+from .plan_routes import PLANS_KEY, plans_bp
+from .plan_store import PlanStore, isolated_checker
 from .recovery import recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
 from .settings import SETTING_NAMES, Settings, load_settings
@@ -49,6 +52,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     logger = build_logger(settings.log_path, stderr=not app.config.get("TESTING", False))
     log_event(logger, "service.starting", port=settings.port, data_dir=settings.data_dir,
               execution=settings.execution, workers=settings.max_workers)
+    # Plans live in the data dir (bundled ones are the fallback); from here on
+    # settings.plans_dir is the effective dir the plan store maintains.
+    plan_store = PlanStore(settings.data_dir / "plans", settings.plans_dir, isolated_checker(
+        settings.category_map, settings.max_cells, settings.job_memory_mb))
+    settings = dataclasses.replace(settings, plans_dir=plan_store.effective_dir)
     engine, engine_error = _load_engine(engine_args(settings), logger)
 
     store = TaskStore(settings.db_path)
@@ -64,8 +72,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
         staging_dir=settings.staging_dir, retention_s=settings.retention_s,
         record_retention_s=settings.record_retention_days * 86400.0,
         interval_s=settings.clean_interval_s, logger=logger)
-    manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger)
+    manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger,
+                          plan_versions=plan_store.versions_in_use)
     app.extensions[EXTENSION_KEY] = manager
+    app.extensions[PLANS_KEY] = plan_store
 
     responses.init_app(app, logger)
     auth.init_app(app, settings.api_token)
@@ -75,6 +85,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     app.register_blueprint(console.bp)  # web console at / and /admin/prediction/async
     app.register_blueprint(import_routes.bp)  # POST /api/task/<id>/import (PREDICT_DATABASE_URL)
     app.register_blueprint(openapi.bp)  # GET /api/openapi.json (the API described, no token)
+    app.register_blueprint(plans_bp)  # /api/plans: upload, check, versions, rollback
     app.register_blueprint(whatif.bp)  # POST /api/whatif, GET /api/task/<id>/student/<snh>
     # -------------------------------------------------------------------------
 

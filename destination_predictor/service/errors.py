@@ -28,6 +28,11 @@ HTTP_STATUS: dict[str, int] = {
     "REQUEST_TIMEOUT": 408,
     # the task's state does not allow it (yet): may succeed later
     **dict.fromkeys(("TASK_NOT_COMPLETED", "TASK_FAILED", "TASK_FINISHED"), 409),
+    # education plans (plan_routes, plan_store): a wrong form, an unknown plan or
+    # version, a change its versions do not allow
+    **dict.fromkeys(("MISSING_MAJOR", "BAD_MAJOR", "BAD_PLAN_CODE", "BAD_VERSION"), 400),
+    **dict.fromkeys(("PLAN_NOT_FOUND", "PLAN_VERSION_NOT_FOUND"), 404),
+    **dict.fromkeys(("PLAN_CODE_TAKEN", "PLAN_NO_VERSIONS", "PLAN_NO_OLDER_VERSION"), 409),
     # the files were there once and have been cleaned up
     **dict.fromkeys(("TASK_EXPIRED", "RESULT_GONE", "RESULT_FILE_MISSING", "UPLOAD_MISSING"),
                     410),

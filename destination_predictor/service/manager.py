@@ -60,7 +60,9 @@ class TaskManager:
     def __init__(self, settings: Settings, engine: Any, engine_error: str | None,
                  store: TaskStore, executor: TaskExecutor, cache: ResultCache,
                  cleaner: Cleaner, logger: logging.Logger,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 plan_versions: Callable[[int, str | None], dict[str, str]] | None = None,
+                 ) -> None:
         self.settings = settings
         self.engine = engine
         self.engine_error = engine_error
@@ -70,6 +72,8 @@ class TaskManager:
         self.cleaner = cleaner
         self.log = logger
         self.clock = clock
+        # {major: version} of the plans a run reads (plan_store); recorded on each task.
+        self.plan_versions = plan_versions
         self.started_at = clock()
         self._closed = False
         self._disk_lock = threading.Lock()
@@ -120,7 +124,8 @@ class TaskManager:
             file_sha256=saved.sha256, config=config, priority=priority,
             cache_key=cache_key(saved.sha256, year, major, config,
                                 engine.fingerprint(year, major)),
-            created_at=self.clock(), model_version=version, demo_model=engine.is_demo_model)
+            created_at=self.clock(), model_version=version, demo_model=engine.is_demo_model,
+            plan_versions=self.plan_versions(year, major) if self.plan_versions else {})
         try:
             self.store.add(task)
         except StoreUnwritable:

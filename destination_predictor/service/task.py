@@ -118,6 +118,8 @@ class Task:
     cached_from: str | None = None
     model_version: str | None = None
     demo_model: bool = False  # predicted by the bundled demo model: never real predictions
+    # {major: "v3" | "bundled"}: the plan versions the run reads (service.plan_store)
+    plan_versions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A state given as text ("running") is checked and stored as the enum.
@@ -181,6 +183,7 @@ class Task:
             "cached_from": self.cached_from,
             "model_version": self.model_version,
             "demo_model": self.demo_model,
+            "plan_versions": dict(self.plan_versions),
         }
 
     @property
