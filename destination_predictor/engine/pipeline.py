@@ -34,6 +34,7 @@ from .options import PredictConfig
 from .plans import Plan, find_plans, read_plan
 from .reports import write_reports
 from .results import MajorResult, summarize
+from .whatif import WhatIfCache
 
 ProgressFn = Callable[[int, str], None]
 # More distinct majors without a plan than this are summarised in one warning.
@@ -62,6 +63,7 @@ class Engine:
         self.model = DestinationModel.load(model_dir)
         # CatBoost's predict is not documented as re-entrant; serialise it.
         self._predict_lock = threading.Lock()
+        self.whatif_cache = WhatIfCache()  # plans and thresholds of what-if answers
 
     @property
     def model_version(self) -> str:

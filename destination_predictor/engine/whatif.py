@@ -42,6 +42,8 @@ REASONS_BASIS = ("raw_logit_shap: CatBoost ShapValues of each class's raw logit 
 MAX_EXTRA_ENTRIES = 500
 # How many plans the what-if keeps parsed (keyed by file identity, so an edited plan is re-read).
 PLAN_CACHE_SIZE = 64
+# Students whose thresholds are remembered (an advisor goes back and forth between a few).
+THRESHOLD_CACHE_SIZE = 1024
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 ReasonsFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -57,11 +59,18 @@ def check_score(course: str, value: Any) -> float:
     return v
 
 
+ThresholdsFn = Callable[[np.ndarray, np.ndarray], inverse.Thresholds]
+
+
 def whatif(model: DestinationModel, plan: Plan, grades: Mapping[str, Any],
            assume: Mapping[str, Any] | None, lo: int, hi: int, *,
-           predict: PredictFn | None = None, reasons: ReasonsFn | None = None) -> dict[str, Any]:
+           predict: PredictFn | None = None, reasons: ReasonsFn | None = None,
+           thresholds: ThresholdsFn | None = None) -> dict[str, Any]:
     """One student's answer (JSON-ready). ``predict``/``reasons`` default to the
-    model's own; a shared engine passes versions that hold its predict lock."""
+    model's own; a shared engine passes versions that hold its predict lock.
+    ``thresholds(values, taken)`` -- (1, n_rows) each -- defaults to the search
+    itself; a caller may remember it (it depends on the real grades only, not on
+    what a slider assumes)."""
     predict = predict or model.predict
     reasons = reasons or model.reasons
     assume = assume or {}
@@ -91,7 +100,10 @@ def whatif(model: DestinationModel, plan: Plan, grades: Mapping[str, Any],
     current = features.build(values_now, taken_now, layout, stats)
     probs = predict(current)[0]
     contrib, expected = reasons(current)
-    t = inverse.uniform_thresholds(values_real, taken_real, layout, stats, predict, lo, hi)[0]
+    if thresholds is None:
+        t = inverse.uniform_thresholds(values_real, taken_real, layout, stats, predict, lo, hi)[0]
+    else:
+        t = thresholds(values_real, taken_real)
     missing = inverse.missing_courses(~taken_real, plan)[0]
     pred = int(np.argmax(probs)) + 1
     return {
@@ -137,16 +149,20 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-class PlanCache:
-    """Parsed plans by file identity (path, mtime, size, category map): the what-if
-    answers in milliseconds, and a plan replaced on disk is read again."""
+class WhatIfCache:
+    """What stays the same while an advisor moves a slider: the parsed plans (by
+    file identity: path, mtime, size, category map -- a plan replaced on disk is
+    read again) and each student's thresholds (by plan and real grades; the
+    31-score search is most of an answer's work). One per ``Engine``, bounded."""
 
-    def __init__(self, size: int = PLAN_CACHE_SIZE) -> None:
-        self._size = size
+    def __init__(self, plans: int = PLAN_CACHE_SIZE, thresholds: int = THRESHOLD_CACHE_SIZE) -> None:
         self._plans: OrderedDict[tuple[Any, ...], Plan] = OrderedDict()
+        self._thresholds: OrderedDict[tuple[Any, ...], inverse.Thresholds] = OrderedDict()
+        self._sizes = (plans, thresholds)
         self._lock = threading.Lock()
 
-    def get(self, plans_dir: str | Path, year: int, major: str, categories: CategoryMap) -> Plan:
+    def plan(self, plans_dir: str | Path, year: int, major: str,
+             categories: CategoryMap) -> tuple[Plan, tuple[Any, ...]]:
         path = find_plans(plans_dir, year).get(major)
         if path is None:
             raise PredictionError("UNKNOWN_MAJOR", f"{year} 级没有专业“{major}”的培养方案")
@@ -155,33 +171,46 @@ class PlanCache:
         except OSError as exc:
             raise PredictionError("PLAN_MISSING", f"找不到培养方案: {path.name}") from exc
         key = (str(path), st.st_mtime_ns, st.st_size, categories.digest, year, major)
+        plan = self._get(self._plans, key)
+        if plan is None:
+            plan = read_plan(path, year, major, categories)
+            self._put(self._plans, key, plan, self._sizes[0])
+        return plan, key
+
+    def thresholds(self, key: tuple[Any, ...], compute: Callable[[], inverse.Thresholds]
+                   ) -> inverse.Thresholds:
+        found = self._get(self._thresholds, key)
+        if found is None:
+            found = compute()
+            self._put(self._thresholds, key, found, self._sizes[1])
+        return found
+
+    def _get(self, store: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...]) -> Any:
         with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                return plan
-        plan = read_plan(path, year, major, categories)
+            value = store.get(key)
+            if value is not None:
+                store.move_to_end(key)
+            return value
+
+    def _put(self, store: OrderedDict[tuple[Any, ...], Any], key: tuple[Any, ...], value: Any,
+             size: int) -> None:
         with self._lock:
-            self._plans[key] = plan
-            while len(self._plans) > self._size:
-                self._plans.popitem(last=False)
-        return plan
+            store[key] = value
+            while len(store) > size:
+                store.popitem(last=False)
 
 
-_PLANS = PlanCache()
-
-
-def _plan_of(engine: Any, year: int, major: str) -> Plan:
+def _plan_of(engine: Any, year: int, major: str) -> tuple[Plan, tuple[Any, ...]]:
     name = engine.resolve_major(year, major)
     if name is None:
         raise PredictionError("UNKNOWN_MAJOR", "请指定专业（名称或代码）")
-    return _PLANS.get(engine.plans_dir, year, name, engine.categories)
+    return engine.whatif_cache.plan(engine.plans_dir, year, name, engine.categories)
 
 
 def student_view(engine: Any, year: int, major: str, grades: Mapping[str, float]) -> dict[str, Any]:
     """A student's grades in the plan's courses (plan order) and the missing plan rows,
     as a batch run sees them: what ``POST /api/whatif`` takes back."""
-    plan = _plan_of(engine, year, major)
+    plan, _ = _plan_of(engine, year, major)
     taken = {c: float(grades[c]) for c in plan.courses if c in grades}
     return {"year": year, "major": plan.major, "grades": taken,
             "missing": [r.course for r in plan.rows if r.course not in taken],
@@ -193,12 +222,20 @@ def engine_whatif(engine: Any, year: int, major: str, grades: Mapping[str, Any],
                   hi: int = 90) -> dict[str, Any]:
     """``whatif`` with a loaded ``pipeline.Engine``: its model (loaded once), its plans
     and category map, and its predict lock around every call into CatBoost."""
-    plan = _plan_of(engine, year, major)
+    plan, plan_key = _plan_of(engine, year, major)
     lock = engine._predict_lock  # noqa: SLF001 - the engine's own serialisation of CatBoost
+    predict = engine._predict  # noqa: SLF001
 
     def reasons(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with lock:
             return engine.model.reasons(x)
 
-    return whatif(engine.model, plan, grades, assume, lo, hi, predict=engine._predict,  # noqa: SLF001
-                  reasons=reasons)
+    def thresholds(values: np.ndarray, taken: np.ndarray) -> inverse.Thresholds:
+        key = (plan_key, values.tobytes(), taken.tobytes(), lo, hi)
+        layout = features.PlanLayout(plan)
+        stats = engine.model.strength_stats(plan.major)
+        return engine.whatif_cache.thresholds(key, lambda: inverse.uniform_thresholds(
+            values, taken, layout, stats, predict, lo, hi)[0])
+
+    return whatif(engine.model, plan, grades, assume, lo, hi, predict=predict,
+                  reasons=reasons, thresholds=thresholds)
