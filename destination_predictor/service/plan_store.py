@@ -36,7 +36,6 @@ failed check leaves everything as it was.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import shutil
@@ -44,8 +43,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +52,7 @@ from ..engine.errors import PredictionError
 from ..engine.majors import MAJOR_CODES, code_for, major_codes
 from ..engine.plans import find_plans, plan_years, read_plan
 from .errors import ServiceError
-from .runner import limit_memory
+from .isolation import run_isolated
 
 BUNDLED = "bundled"
 CHECK_TIMEOUT_S = 60.0
@@ -89,20 +86,9 @@ def isolated_checker(category_map: Path | None, max_cells: int, memory_mb: int) 
     """``check_plan`` in a child process under the job memory limit."""
 
     def check(path: Path, year: int, major: str) -> dict[str, Any]:
-        ctx = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_memory,
-                                 initargs=(memory_mb,)) as pool:
-            future = pool.submit(_check_in_child, str(path), year, major,
-                                 str(category_map) if category_map else None, max_cells)
-            try:
-                return future.result(timeout=CHECK_TIMEOUT_S)
-            except BrokenProcessPool:
-                raise ServiceError("CHECK_CRASHED",
-                                   "检查进程异常退出：文件可能已损坏或范围异常大") from None
-            except TimeoutError:
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.kill()
-                raise ServiceError("CHECK_TIMEOUT", "检查超时：文件可能异常大") from None
+        return run_isolated(_check_in_child, str(path), year, major,
+                            str(category_map) if category_map else None, max_cells,
+                            memory_mb=memory_mb, what="检查", timeout_s=CHECK_TIMEOUT_S)
 
     return check
 

@@ -9,15 +9,11 @@ queue. Nothing is kept and no task is created.
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..engine.options import PredictConfig
-from .errors import ServiceError
-from .runner import limit_memory
+from .isolation import run_isolated
 from .settings import Settings
 from .uploads import receive
 
@@ -54,17 +50,7 @@ def validate_upload(stream: BinaryIO, filename: str, *, year: int, major: str | 
 
 def _run_isolated(path: Path, year: int, major: str | None, config: PredictConfig,
                   settings: Settings) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_memory,
-                             initargs=(settings.job_memory_mb,)) as pool:
-        future = pool.submit(_check_in_child, str(path), year, major, str(settings.plans_dir),
-                             str(settings.category_map) if settings.category_map else None,
-                             settings.max_cells, config.legacy_columns)
-        try:
-            return future.result(timeout=CHECK_TIMEOUT_S)
-        except BrokenProcessPool:
-            raise ServiceError("CHECK_CRASHED", "检查进程异常退出：文件可能已损坏或范围异常大") from None
-        except TimeoutError:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-            raise ServiceError("CHECK_TIMEOUT", "检查超时：文件可能异常大") from None
+    return run_isolated(_check_in_child, str(path), year, major, str(settings.plans_dir),
+                        str(settings.category_map) if settings.category_map else None,
+                        settings.max_cells, config.legacy_columns,
+                        memory_mb=settings.job_memory_mb, what="检查", timeout_s=CHECK_TIMEOUT_S)

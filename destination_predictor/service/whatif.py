@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -28,9 +25,9 @@ from ..engine.errors import PredictionError
 from ..engine.options import PredictConfig
 from ..engine.whatif import engine_whatif, student_view
 from .errors import ServiceError
+from .isolation import run_isolated
 from .manager import current_manager
 from .responses import ok
-from .runner import limit_memory
 
 bp = Blueprint("whatif", __name__, url_prefix="/api")
 
@@ -164,16 +161,7 @@ def _grades_in_child(path: str, snh: str, require_major: bool, legacy: bool,
 
 def _read_isolated(path: str, snh: str, require_major: bool, legacy: bool,
                    settings: Any) -> tuple[dict[str, float], str | None] | None:
-    ctx = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_memory,
-                             initargs=(settings.job_memory_mb,)) as pool:
-        future = pool.submit(_grades_in_child, path, snh, require_major, legacy,
-                             settings.max_cells)
-        try:
-            return future.result(timeout=READ_TIMEOUT_S)
-        except BrokenProcessPool:
-            raise ServiceError("CHECK_CRASHED", "读取成绩文件的进程异常退出") from None
-        except TimeoutError:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
-            raise ServiceError("CHECK_TIMEOUT", "读取成绩文件超时") from None
+    return run_isolated(_grades_in_child, path, snh, require_major, legacy, settings.max_cells,
+                        memory_mb=settings.job_memory_mb, what="读取成绩文件",
+                        timeout_s=READ_TIMEOUT_S)
+
