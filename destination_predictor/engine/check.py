@@ -70,7 +70,7 @@ class CheckReport:
 
 def check_workbook(path: str | Path, year: int, *, plans_dir: str | Path,
                    categories: CategoryMap, major: str | None = None,
-                   max_cells: int = DEFAULT_MAX_CELLS, legacy_columns: bool = False
+                   max_cells: int | None = DEFAULT_MAX_CELLS, legacy_columns: bool = False
                    ) -> CheckReport:
     """Read ``path`` as a run of ``year`` (and ``major``) would; report, never raise a refusal."""
     report = CheckReport(year=year, major=major)

@@ -176,7 +176,7 @@ def _header_row(reader: fastexcel.ExcelReader, index: int) -> int | None:
     return None
 
 
-def _load_columns(path: Path, max_cells: int) -> Sheet:
+def _load_columns(path: Path, max_cells: int | None) -> Sheet:
     """The header and text cells of the first non-empty sheet (the registrar puts data first).
 
     fastexcel parses the sheet in Rust and hands back Arrow strings for just
@@ -197,7 +197,8 @@ def _load_columns(path: Path, max_cells: int) -> Sheet:
         except zipfile.BadZipFile as exc:
             raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
     try:
-        check_extent(path, max_cells)
+        if max_cells is not None:  # None: the caller checked it (alongside, in another process)
+            check_extent(path, max_cells)
     except WorkbookTooLarge as exc:
         raise PredictionError("WORKBOOK_TOO_LARGE", too_large_message(exc)) from exc
     try:
@@ -270,7 +271,7 @@ def check_columns(headers: Sequence[str], roles: Mapping[str, int | None], *,
                               f"成绩文件缺少必需的列：{'、'.join(missing)}。找到的列：{shown}")
 
 
-def read_grades(path: str | Path, *, max_cells: int = DEFAULT_MAX_CELLS,
+def read_grades(path: str | Path, *, max_cells: int | None = DEFAULT_MAX_CELLS,
                 require_major: bool = False, legacy_columns: bool = False) -> Cohort:
     """Parse the workbook per docs/algorithm.md §4, counting every skipped row.
 

@@ -93,7 +93,7 @@ def predict_student(model: DestinationModel, plan: Plan, taken: dict[str, float]
     """One student the deployed way: 1 + (hi - lo + 1) single-row model calls."""
     stats = model.strength_stats(plan.major)
     cur = features(taken, plan, stats)
-    probs = model.predict(np.array([cur]))[0]
+    probs = model.predict(np.array([cur]), via_scaler=True)[0]
     missing = [r.course for r in plan.rows if r.course not in taken]
     if not missing:
         return LiteralStudent(cur, probs, missing, None)
@@ -101,5 +101,5 @@ def predict_student(model: DestinationModel, plan: Plan, taken: dict[str, float]
     for s in range(lo, hi + 1):
         merged = {**taken, **dict.fromkeys(missing, float(s))}
         x = np.array([features(merged, plan, stats)])
-        pred[s] = int(model.predict(x)[0].argmax()) + 1
+        pred[s] = int(model.predict(x, via_scaler=True)[0].argmax()) + 1
     return LiteralStudent(cur, probs, missing, policies(pred, lo, hi))

@@ -141,23 +141,25 @@ class DestinationModel:
         stats = self.params.get("strength_stats") or {}
         return stats.get(major) or stats.get("_global_") or {}
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def predict(self, features: np.ndarray, *, via_scaler: bool = False) -> np.ndarray:
         """Post-processed class probabilities for (batch, 10) features in BASE+strength order.
 
         Clip (NaN stays NaN), scale, CatBoost, then prior correction and
-        temperature exactly as section 5 step 5 says.
+        temperature exactly as section 5 step 5 says. ``via_scaler`` scales
+        through the scaler's own ``transform`` on a DataFrame, as the deployed
+        code did on every call (the literal reading and its benchmark use it).
         """
         x = self._clipped(features)
         out = np.empty((x.shape[0], 3))
         for start in range(0, x.shape[0], PREDICT_CHUNK):
-            scaled = self._scale(x[start:start + PREDICT_CHUNK])
+            scaled = self._scale(x[start:start + PREDICT_CHUNK], via_scaler=via_scaler)
             out[start:start + PREDICT_CHUNK] = self.booster.predict_proba(scaled)
         return self._postprocess(out)
 
-    def _scale(self, x: np.ndarray) -> np.ndarray:
+    def _scale(self, x: np.ndarray, *, via_scaler: bool = False) -> np.ndarray:
         """Clipped features (model order) -> the booster's input: the scaler's own
         ``transform``, or the same formula in numpy when it was checked to be exact."""
-        if self._formula is not None:
+        if self._formula is not None and not via_scaler:
             mean, scale = self._formula
             return (x - mean) / scale
         part = pd.DataFrame(x, columns=self.feature_columns)

@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from .errors import ServiceError
-from .runner import limit_memory
+from .runner import FORKSERVER_PRELOAD, limit_memory
 
 T = TypeVar("T")
 
@@ -26,21 +26,38 @@ DEFAULT_TIMEOUT_S = 120.0
 
 
 def run_isolated(fn: Callable[..., T], *args: Any, memory_mb: int, what: str,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> T:
+                 timeout_s: float = DEFAULT_TIMEOUT_S,
+                 alongside: Callable[[], None] | None = None) -> T:
     """``fn(*args)`` in a fresh child (forkserver: the engine's modules are preloaded).
 
     ``fn`` must be a module-level function and its arguments and result picklable;
-    ``what`` names the work in the Chinese refusals ("检查", "读取成绩文件")."""
+    ``what`` names the work in the Chinese refusals ("检查", "读取成绩文件").
+    ``alongside`` runs in this thread while the child works; if it raises, the
+    child is killed and its exception propagates (the check before a run
+    measures the sheet's extent here while the child already reads)."""
     ctx = multiprocessing.get_context("forkserver")
+    # Children fork from a server that imported the engine once (a no-op when the
+    # job runner started that server already).
+    ctx.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=limit_memory,
                              initargs=(memory_mb,)) as pool:
         future = pool.submit(fn, *args)
         try:
+            if alongside is not None:
+                try:
+                    alongside()
+                except BaseException:
+                    _kill(pool)
+                    raise
             return future.result(timeout=timeout_s)
         except BrokenProcessPool:
             raise ServiceError("CHECK_CRASHED",
                                f"{what}进程异常退出：文件可能已损坏或范围异常大") from None
         except TimeoutError:
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
+            _kill(pool)
             raise ServiceError("CHECK_TIMEOUT", f"{what}超时：文件可能异常大") from None
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        proc.kill()

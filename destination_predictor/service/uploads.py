@@ -73,12 +73,15 @@ def safe_original_name(filename: str) -> str:
 
 
 def receive(stream: BinaryIO, filename: str, *, staging_dir: Path, max_bytes: int,
-            max_unzipped_bytes: int) -> tuple[Path, str, str, int]:
+            max_unzipped_bytes: int, check: bool = True,
+            durable: bool = True) -> tuple[Path, str, str, int]:
     """Write one upload to a temporary file in ``staging_dir`` and check it there.
 
     Returns (temporary path, safe original name, sha256, size); the caller
     owns the file. Raises UploadRejected (nothing is left on disk) for a wrong
     extension, wrong content, an oversize file or a decompression bomb.
+    ``check=False`` leaves the content check (``check_content``) to the caller;
+    ``durable=False`` skips the fsync of a file that is deleted within seconds.
     """
     original = safe_original_name(filename)
     ext = extension_of(original)
@@ -100,10 +103,12 @@ def receive(stream: BinaryIO, filename: str, *, staging_dir: Path, max_bytes: in
                 digest.update(chunk)
                 out.write(chunk)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         if size == 0:
             raise UploadRejected("EMPTY_FILE", "上传的文件是空的")
-        check_content(tmp, ext, max_unzipped_bytes)
+        if check:
+            check_content(tmp, ext, max_unzipped_bytes)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
