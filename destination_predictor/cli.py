@@ -53,8 +53,11 @@ def _year(text: str) -> int:
     return y
 
 
-def print_report(result: RunResult, out=sys.stdout) -> None:
-    """Per major the numbers operators watch, then every warning."""
+def print_report(result: RunResult, out: TextIO | None = None) -> None:
+    """Per major the numbers operators watch, then every warning. ``out`` is
+    looked up at call time (default ``sys.stdout``), so a caller that swaps
+    stdout -- pytest's capture, a second ``main()`` in one process -- is honoured."""
+    out = out or sys.stdout
     for m in result.summary["majors"]:
         d = m["destinations"]
         line = (f"{m['major']}({m['code']}): 学生 {m['students']} 人; "
@@ -71,8 +74,9 @@ def print_report(result: RunResult, out=sys.stdout) -> None:
         print(f"警告: {w}", file=out)
 
 
-def print_check(report: CheckReport, out: TextIO = sys.stdout) -> None:
+def print_check(report: CheckReport, out: TextIO | None = None) -> None:
     """The check report as lines a person reads; problems first."""
+    out = out or sys.stdout
     print(report.summary, file=out)  # with every refusal a run would give
     if report.header:
         mapped = "、".join(f"{ROLE_NAMES[r].split('（')[0]}←“{h}”"

@@ -153,3 +153,15 @@ def test_unwritable_output_directory(capsys, tmp_path):
     code, captured = run_cli(capsys, blocker / "out", PARITY_GRADES)
     assert code == 2
     assert captured.err.strip().splitlines()[-1].startswith("错误: 无法读写文件")
+
+
+def test_main_twice_in_one_process_prints_to_the_current_stdout(capsys, tmp_path) -> None:
+    """``print_report`` took ``sys.stdout`` when the module was imported: a second
+    ``main()`` under another capture wrote to a closed file."""
+    from support.service import grade_workbook
+
+    grades = grade_workbook(tmp_path / "g.xlsx", 6, seed=1, year=2024)
+    for n in range(2):
+        assert main(["--scores_file", str(grades), "--year", "2024",
+                     "--out-dir", str(tmp_path / f"o{n}")]) == 0
+        assert "已写入" in capsys.readouterr().out
