@@ -12,7 +12,7 @@
  * readToken() for the initial state.
  */
 
-import { $, hideMessage, showMessage } from "./dom.js";
+import { $, h, hideMessage, showMessage } from "./dom.js";
 
 const TOKEN_KEY = "predictApiToken";
 
@@ -104,10 +104,39 @@ export function api(state, method, path, opts) {
   });
 }
 
+/*
+ * The token form, built on first need (every page of the console shares it, so
+ * it is written once, here, instead of in each page's HTML).
+ */
+function tokenOverlay() {
+  const existing = $("token-overlay");
+  if (existing) { return existing; }
+  const code = (text) => h("code", { text });
+  const overlay = h("div", { id: "token-overlay", className: "overlay", hidden: true }, [
+    h("form", { id: "token-form", className: "dialog", autocomplete: "off" }, [
+      h("h2", { text: "需要访问令牌" }),
+      h("p", { text: "服务已启用访问令牌，请输入令牌；输入后在本次浏览器会话内有效。" }),
+      h("p", { className: "token-where" }, [
+        "令牌由管理员在部署时设置：用部署脚本部署的服务器上，令牌保存在部署目录的 ",
+        code("shared/api_token"), " 文件中（如 ", code("/opt/prediction-service/shared/api_token"),
+        "）；手动启动的服务则是环境变量 ", code("PREDICT_API_TOKEN"), " 的值。请向管理员索取。",
+      ]),
+      h("label", { for: "token-input", text: "访问令牌" }),
+      h("input", { type: "password", id: "token-input", name: "token", required: true }),
+      h("div", { id: "token-error", className: "message message-error", hidden: true }),
+      h("div", { className: "actions" }, [
+        h("button", { type: "submit", id: "token-submit", className: "btn btn-primary", text: "确定" }),
+      ]),
+    ]),
+  ]);
+  document.body.appendChild(overlay);
+  return overlay;
+}
+
 /* The token form; concurrent 401s share one prompt (state.tokenPrompt). */
 function askToken(state, reason) {
   if (state.tokenPrompt) { return state.tokenPrompt; }
-  const overlay = $("token-overlay");
+  const overlay = tokenOverlay();
   const form = $("token-form");
   const input = $("token-input");
   const err = $("token-error");
