@@ -67,3 +67,25 @@ def test_an_old_cancelled_record_on_disk_loads_as_cancelled(tmp_path: Path) -> N
         assert store.newest(T.TaskState.from_wire("failed")) == [loaded]
     finally:
         store.close()
+
+
+def test_listeners_hear_each_ending_once_and_a_failing_one_is_contained(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path / "tasks.sqlite3", lock_wait_s=0)
+    heard: list[tuple[str, str]] = []
+
+    def broken(task: T.Task) -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_finished(broken)
+    store.on_finished(lambda t: heard.append((t.id, t.status.value)))
+    a, b = new_task(store.next_seq()), new_task(store.next_seq())
+    store.add(a)
+    store.add(b)
+    store.update(a.id, lambda t: T.start(t, 1.0))
+    store.update(a.id, lambda t: T.report_progress(t, 50, "x"))
+    assert heard == []  # not finished yet
+    store.update(a.id, lambda t: T.fail(t, 2.0, "X", "坏"))
+    store.update(b.id, lambda t: T.cancel(t, 3.0))
+    store.update(a.id, lambda t: t)  # no change: not heard again
+    assert heard == [(a.id, "failed"), (b.id, "cancelled")]
+    store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from .errors import ServiceError
 from .task import ACTIVE, COMPLETED, Task, TaskState
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -106,6 +109,15 @@ class TaskStore:
             self._tasks[task.id] = task
         self._next_seq = max((t.seq for t in self._tasks.values()), default=0) + 1
         self.write_error: str | None = None  # the last failed write, until one succeeds
+        # Called once per task when it leaves pending/running (completed, failed,
+        # cancelled), after the change is durable and outside the store's lock.
+        self._on_finished: list[Callable[[Task], None]] = []
+
+    def on_finished(self, listener: Callable[[Task], None]) -> None:
+        """Subscribe to task endings (batches, notifications). Listeners must be
+        quick (hand the work to their own thread or table); one that raises is
+        logged and does not stop the others or the transition."""
+        self._on_finished.append(listener)
 
     def close(self) -> None:
         with self._lock:
@@ -144,7 +156,16 @@ class TaskStore:
             if new is not old:
                 self._write(new)
                 self._tasks[task_id] = new
-            return new
+        if new is not old and old.status in ACTIVE and new.status not in ACTIVE:
+            self._finished(new)
+        return new
+
+    def _finished(self, task: Task) -> None:
+        for listener in list(self._on_finished):
+            try:
+                listener(task)
+            except Exception:  # noqa: BLE001 - one listener must not break a transition
+                log.exception("event=store.listener_failed task_id=%s", task.id)
 
     def delete(self, task_id: str) -> None:
         with self._lock:
