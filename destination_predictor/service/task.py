@@ -120,6 +120,11 @@ class Task:
     demo_model: bool = False  # predicted by the bundled demo model: never real predictions
     # {major: "v3" | "bundled"}: the plan versions the run reads (service.plan_store)
     plan_versions: dict[str, str] = field(default_factory=dict)
+    # The batch (service.batches) or schedule (service.schedules) that made this
+    # task; None for a task started on its own. Records written before these
+    # fields existed load with None.
+    batch_id: str | None = None
+    schedule_id: str | None = None
 
     def __post_init__(self) -> None:
         # A state given as text ("running") is checked and stored as the enum.
@@ -184,6 +189,8 @@ class Task:
             "model_version": self.model_version,
             "demo_model": self.demo_model,
             "plan_versions": dict(self.plan_versions),
+            "batch_id": self.batch_id,
+            "schedule_id": self.schedule_id,
         }
 
     @property
