@@ -10,18 +10,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.browser import needs_browser, page
 from support.live_server import LiveServer
 from support.paths import REPO
 from support.service import YEAR, grade_workbook
 
 from destination_predictor.engine.grades import read_grades
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--no-first-run"]
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
@@ -53,30 +49,22 @@ def test_pick_a_student_and_move_a_slider(server: LiveServer, tmp_path: Path) ->
     snh = next(s for s in cohort.students
                if requests.get(f"{server.base}/api/task/{tid}/student/{s}",
                                timeout=30).json()["data"]["missing"])
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="zh-CN")
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(f"{server.base}/student")
-        page.wait_for_selector(f"#task-select option[value='{tid}']", state="attached")
-        page.select_option("#task-select", tid)
-        page.fill("#snh-input", snh)
-        page.click("#pick-button")
-        page.wait_for_selector("body[data-answers='1']")
-        assert "保研" in page.inner_text("#probs") and "原因" in page.inner_text("body")
-        before = page.inner_text("#prob-1")
-        assert page.locator(".wi-reasons tbody tr").count() == 10
-        slider = page.locator("#uniform-slider")
+    with page() as pg:
+        pg.goto(f"{server.base}/student")
+        pg.wait_for_selector(f"#task-select option[value='{tid}']", state="attached")
+        pg.select_option("#task-select", tid)
+        pg.fill("#snh-input", snh)
+        pg.click("#pick-button")
+        pg.wait_for_selector("body[data-answers='1']")
+        assert "保研" in pg.inner_text("#probs") and "原因" in pg.inner_text("body")
+        before = pg.inner_text("#prob-1")
+        assert pg.locator(".wi-reasons tbody tr").count() == 10
+        slider = pg.locator("#uniform-slider")
         slider.fill("100")
-        page.wait_for_selector("body[data-answers='2']")
-        high = page.inner_text("#prob-1")
+        pg.wait_for_selector("body[data-answers='2']")
+        high = pg.inner_text("#prob-1")
         slider.fill("0")
-        page.wait_for_selector("body:not([data-answers='1']):not([data-answers='2'])")
-        low = page.inner_text("#prob-1")
+        pg.wait_for_selector("body:not([data-answers='1']):not([data-answers='2'])")
+        low = pg.inner_text("#prob-1")
         assert high != low, (before, high, low)
-        assert "学号 " + snh in page.inner_text("#student-title")
-        browser.close()
-    assert not errors, errors
+        assert "学号 " + snh in pg.inner_text("#student-title")

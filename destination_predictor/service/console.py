@@ -70,6 +70,12 @@ def student_page() -> Response:
     return _page("student.html")
 
 
+@bp.get("/plans")
+def plans_page() -> Response:
+    """Education plans (培养方案管理): ``plans.html`` + ``plans.js`` over ``/api/plans``."""
+    return _page("plans.html")
+
+
 @bp.get("/api/monitor")
 def monitor() -> tuple[Response, int]:
     return ok(monitor_snapshot(current_manager()))

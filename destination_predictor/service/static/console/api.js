@@ -8,7 +8,7 @@
  * token lives in state.token and, for the browser session, in sessionStorage.
  *
  * Exports: api(state, method, path, opts) -> Promise of `data` (or the
- * Response itself with opts.raw; rejects with {status, code, message}), and
+ * Response itself with opts.raw; rejects with {status, code, message, body}), and
  * readToken() for the initial state.
  */
 
@@ -31,16 +31,17 @@ const HTTP_FALLBACK = Object.freeze({
 });
 
 class ApiFailure {
-  constructor(status, code, message) {
+  constructor(status, code, message, body) {
     this.status = status;
     this.code = code;
     this.message = message;
+    this.body = body || null;  // the whole refusal, for pages that show more (a plan check's report)
   }
 }
 
 function failureFrom(status, body) {
   if (body && body.success === false && typeof body.error === "string") {
-    return new ApiFailure(status, body.code || ("HTTP_" + status), body.error);
+    return new ApiFailure(status, body.code || ("HTTP_" + status), body.error, body);
   }
   return new ApiFailure(status, "HTTP_" + status,
     HTTP_FALLBACK[status] || ("请求失败（HTTP " + status + "）"));
