@@ -78,6 +78,10 @@ class TaskManager:
         self._closed = False
         self._disk_lock = threading.Lock()
         self._disk_usage: tuple[float, dict[str, int]] | None = None
+        # Stopped first on shutdown, newest first: components built on top of the
+        # task manager (the scheduler, the batch watcher) that must not start work
+        # while the pool stops.
+        self._on_shutdown: list[Callable[[], None]] = []
 
     # --- engine facts -------------------------------------------------------
 
@@ -96,7 +100,10 @@ class TaskManager:
     # --- tasks --------------------------------------------------------------
 
     def start_task(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,
-                   config: dict[str, Any], priority: str) -> Task:
+                   config: dict[str, Any], priority: str, batch_id: str | None = None,
+                   schedule_id: str | None = None) -> Task:
+        """Check, store and queue one upload; ``batch_id``/``schedule_id`` record
+        which batch or schedule made the task (``service.batches``, ``service.schedules``)."""
         engine = self._engine()
         major = self.resolve_major(year, major)
         if not self.executor.has_room():
@@ -125,7 +132,8 @@ class TaskManager:
             cache_key=cache_key(saved.sha256, year, major, config,
                                 engine.fingerprint(year, major)),
             created_at=self.clock(), model_version=version, demo_model=engine.is_demo_model,
-            plan_versions=self.plan_versions(year, major) if self.plan_versions else {})
+            plan_versions=self.plan_versions(year, major) if self.plan_versions else {},
+            batch_id=batch_id, schedule_id=schedule_id)
         try:
             self.store.add(task)
         except StoreUnwritable:
@@ -302,11 +310,17 @@ class TaskManager:
             self._disk_usage = (now, value)
             return value
 
+    def on_shutdown(self, stop: Callable[[], None]) -> None:
+        """Have ``stop`` called when the service shuts down, before the pool stops."""
+        self._on_shutdown.append(stop)
+
     def shutdown(self, wait_s: float = 10.0) -> None:
         """Stop threads and children; unfinished tasks are recovered next start."""
         if self._closed:
             return
         self._closed = True
+        for stop in reversed(self._on_shutdown):
+            stop()
         self.cleaner.stop()
         if self.executor.shutdown(wait_s):
             self.store.close()
