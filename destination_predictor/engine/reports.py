@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import xlsxwriter
+import rustpy_xlsxwriter
 
 from .categories import BASE
 from .inverse import CEILING
@@ -137,25 +137,67 @@ def summary_frame(frames: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True, sort=False) if parts else pd.DataFrame()
 
 
+# Excel's limit for one cell's text; the old writer (xlsxwriter) cut longer text
+# to it, the Rust writer refuses the whole workbook instead.
+MAX_CELL_TEXT = 32_767
+
+
+def writable_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as the writer takes it: text column labels, unique, texts within Excel's limit.
+
+    The writer looks columns up by label, so a label that occurs twice (a plan
+    course called ``grade``) is written the way ``pandas.read_excel`` reads a
+    repeated header back anyway: ``grade``, ``grade.1``. Copies only what changes.
+    """
+    labels = [str(c) for c in df.columns]
+    if len(set(labels)) != len(labels):
+        seen: dict[str, int] = {}
+        unique = []
+        for label in labels:
+            n = seen.get(label, 0)
+            seen[label] = n + 1
+            name = label if n == 0 else f"{label}.{n}"
+            while n and name in labels:  # "a.1" already taken: keep counting
+                n += 1
+                seen[label] = n + 1
+                name = f"{label}.{n}"
+            unique.append(name)
+        labels = unique
+    out = df if labels == list(df.columns) else df.set_axis(labels, axis=1)
+    long_text: dict[str, object] = {}
+    for i, dtype in enumerate(out.dtypes):
+        col = out.iloc[:, i]
+        if isinstance(dtype, pd.StringDtype):  # pandas 3's text columns (Arrow): vectorised
+            if len(col) and col.str.len().max() > MAX_CELL_TEXT:
+                long_text[labels[i]] = col.str.slice(0, MAX_CELL_TEXT)
+        elif dtype is np.dtype(object) and _longest(values := col.tolist()) > MAX_CELL_TEXT:
+            long_text[labels[i]] = [v[:MAX_CELL_TEXT] if isinstance(v, str) else v
+                                    for v in values]
+    return out.assign(**long_text) if long_text else out
+
+
+def _longest(values: list[object]) -> int:
+    """The longest text among ``values`` (a C-speed pass when they are all text)."""
+    try:
+        return max(map(len, values), default=0)  # type: ignore[arg-type]
+    except TypeError:
+        return max((len(v) for v in values if isinstance(v, str)), default=0)
+
+
 def write_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> None:
-    """Write via a temp file in the same directory, then rename: never half a workbook."""
+    """Write via a temp file in the same directory, then rename: never half a workbook.
+
+    rustpy-xlsxwriter (README 依赖) writes every ``str`` as an inline string --
+    never a formula, link or number, so a grade export's "=1+1" stays text --
+    numbers as numbers with the float's shortest exact digits, NaN/None as an
+    empty cell, one row at a time (constant memory).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".xlsx", dir=path.parent)
     os.close(fd)
     try:
-        wb = xlsxwriter.Workbook(tmp, {
-            "constant_memory": True,
-            "strings_to_formulas": False,   # a course called "=..." stays text
-            "strings_to_urls": False,
-            "strings_to_numbers": False,
-        })
-        for name, df in sheets:
-            ws = wb.add_worksheet(name)
-            ws.write_row(0, 0, [str(c) for c in df.columns])
-            values = df.astype(object).where(df.notna(), None).to_numpy().tolist()
-            for i, row in enumerate(values, start=1):
-                ws.write_row(i, 0, row)
-        wb.close()
+        rustpy_xlsxwriter.write_worksheets(
+            [(name, writable_frame(df)) for name, df in sheets], tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
