@@ -18,16 +18,29 @@ from typing import Any
 from flask import Flask
 
 from ..engine import PredictionError
-from . import auth, console, import_routes, openapi, responses, routes, whatif
+from . import (
+    auth,
+    batch_routes,
+    console,
+    import_routes,
+    openapi,
+    responses,
+    routes,
+    schedule_routes,
+    whatif,
+)
+from .batches import BATCHES_KEY, Batches
 from .cache import ResultCache
 from .cleaner import Cleaner
 from .executor import TaskExecutor
+from .jobs_db import open_jobs_db
 from .logging_setup import build_logger, log_event
 from .manager import EXTENSION_KEY, TaskManager
 from .plan_routes import PLANS_KEY, plans_bp
 from .plan_store import PlanStore, isolated_checker
 from .recovery import recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
+from .schedules import SCHEDULES_KEY, Scheduler
 from .settings import SETTING_NAMES, Settings, load_settings
 from .store import TaskStore
 
@@ -76,6 +89,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
                           plan_versions=plan_store.versions_in_use)
     app.extensions[EXTENSION_KEY] = manager
     app.extensions[PLANS_KEY] = plan_store
+    # Batches and schedules: their own tables (jobs_db), tasks through the manager.
+    jobs_db = open_jobs_db(settings.jobs_url)
+    batches = Batches(manager, jobs_db, logger)
+    scheduler = Scheduler(manager, jobs_db, logger, root=settings.schedule_root,
+                          default_timezone=settings.schedule_timezone,
+                          grace_s=settings.schedule_grace_s,
+                          clock=config.get("SCHEDULE_CLOCK") or time.time)
+    manager.on_shutdown(jobs_db.dispose)
+    manager.on_shutdown(scheduler.stop)
+    app.extensions[BATCHES_KEY] = batches
+    app.extensions[SCHEDULES_KEY] = scheduler
 
     responses.init_app(app, logger)
     auth.init_app(app, settings.api_token)
@@ -87,6 +111,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     app.register_blueprint(openapi.bp)  # GET /api/openapi.json (the API described, no token)
     app.register_blueprint(plans_bp)  # /api/plans: upload, check, versions, rollback
     app.register_blueprint(whatif.bp)  # POST /api/whatif, GET /api/task/<id>/student/<snh>
+    app.register_blueprint(batch_routes.bp)  # /api/batch: several files as one batch
+    app.register_blueprint(schedule_routes.bp)  # /api/schedules: cron runs from a folder
     # -------------------------------------------------------------------------
 
     # Start-up recovery is an explicit step, before any pool thread can run.
@@ -94,6 +120,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
                      results_dir=settings.results_dir, logger=logger)
     executor.start()
     cleaner.start()
+    scheduler.start()
+    # Last, once every on_batch_finished listener is wired: batches that ended
+    # while the service was down (or during recovery) are reported now.
+    batches.start()
     if isinstance(runner, ProcessRunner):
         threading.Thread(target=runner.warm_up, name="forkserver-warm-up", daemon=True).start()
     log_event(logger, "service.started", requeued=len(report.requeued),

@@ -34,6 +34,13 @@ HTTP_STATUS: dict[str, int] = {
     **dict.fromkeys(("PLAN_NOT_FOUND", "PLAN_VERSION_NOT_FOUND"), 404),
     **dict.fromkeys(("PLAN_CODE_TAKEN", "PLAN_NO_VERSIONS", "PLAN_NO_OLDER_VERSION"), 409),
     # the files were there once and have been cleaned up
+    # batches (batch_routes) and schedules (schedule_routes)
+    **dict.fromkeys(("TOO_MANY_FILES", "INVALID_BATCH_ID", "INVALID_SCHEDULE_ID", "BAD_CRON",
+                     "BAD_TIMEZONE", "MISSING_SOURCE", "SOURCE_OUTSIDE_ROOT", "SOURCE_NOT_FOUND"),
+                    400),
+    **dict.fromkeys(("BATCH_NOT_FOUND", "SCHEDULE_NOT_FOUND"), 404),
+    **dict.fromkeys(("BATCH_NOT_FINISHED", "BATCH_NO_RESULTS", "BATCH_FINISHED"), 409),
+    "SCHEDULES_NOT_CONFIGURED": 503,
     **dict.fromkeys(("TASK_EXPIRED", "RESULT_GONE", "RESULT_FILE_MISSING", "UPLOAD_MISSING"),
                     410),
     **dict.fromkeys(("FILE_TOO_LARGE", "BODY_TOO_LARGE"), 413),

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..engine.excel import DEFAULT_MAX_CELLS
 
@@ -61,6 +62,15 @@ def _execution(value: Any) -> str:
     return mode
 
 
+def _timezone(value: Any) -> str:
+    name = str(value).strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+    return name
+
+
 def setting(default: Any, parse: Any, minimum: float | None = None) -> Any:
     """One row of the configuration table (a dataclass field with its parser and bound)."""
     return field(default=default, metadata={"parse": parse, "minimum": minimum})
@@ -93,6 +103,15 @@ class Settings:
     job_memory_mb: int = setting(6144, int, minimum=0)
     min_free_mb: float = setting(200.0, float, minimum=0.0)
     record_retention_days: float = setting(30.0, float, minimum=0.0)
+    # Batches and schedules (service.batches, service.schedules): their records'
+    # database (default: jobs.sqlite3 in the data dir), the size of one batch,
+    # where scheduled sources may live, how late a missed run may still start.
+    jobs_database_url: str | None = setting(None, _optional_text)
+    max_batch_files: int = setting(50, int, minimum=1)
+    max_batch_mb: float = setting(200.0, float, minimum=0.001)
+    schedule_root: Path | None = setting(None, _optional_path)
+    schedule_timezone: str = setting("Asia/Shanghai", _timezone)
+    schedule_grace_s: float = setting(3600.0, float, minimum=0.0)
 
     @property
     def uploads_dir(self) -> Path:
@@ -110,6 +129,11 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.data_dir / "tasks.sqlite3"
+
+    @property
+    def jobs_url(self) -> str:
+        """Where batches, schedules and their runs are recorded."""
+        return self.jobs_database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
 
     @property
     def log_path(self) -> Path:
