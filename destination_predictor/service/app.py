@@ -135,7 +135,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
 def _make_runner(settings: Any, engine: Any) -> Runner:
     if settings.execution == "thread":
         return ThreadRunner(engine)
-    return ProcessRunner(engine_args(settings), nice=settings.child_nice)
+    return ProcessRunner(engine_args(settings), nice=settings.child_nice,
+                         idle=settings.child_idle)
 
 
 def engine_args(settings: Settings) -> EngineArgs:

@@ -97,6 +97,7 @@ class Settings:
     execution: str = setting("process", _execution)
     clean_interval_s: float = setting(600.0, float, minimum=0.05)
     child_nice: int = setting(10, int, minimum=0)
+    child_idle: bool = setting(True, _flag)
     host: str = setting("127.0.0.1", str)
     allow_anonymous: bool = setting(False, _flag)
     max_cells: int = setting(DEFAULT_MAX_CELLS, int, minimum=1)
