@@ -260,8 +260,8 @@ class Scheduler:
             conn.execute(update(schedule_runs).where(
                 schedule_runs.c.schedule_id == row.id,
                 schedule_runs.c.scheduled_for == latest).values(**outcome))
-        log_event(self.log, "schedule.run", None, schedule_id=row.id, status=outcome["status"],
-                  task_id=outcome.get("task_id"), code=outcome.get("code"))
+        log_event(self.log, "schedule.run", outcome.get("task_id"), schedule_id=row.id,
+                  status=outcome["status"], code=outcome.get("code"))
         return {**run, **outcome}
 
     def _run(self, row: Any) -> dict[str, Any]:
