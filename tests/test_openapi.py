@@ -421,6 +421,23 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
            major="天文")
     k.call(c, "DELETE", "/api/plans/{year}/{major}", 400, "BAD_YEAR", year="20x4", major="ai")
 
+    # Completion notifications (service/webhook_routes.py): manage, test, list deliveries.
+    k.call(c, "GET", "/api/webhooks", 200)
+    hook = k.call(c, "POST", "/api/webhooks", 201,
+                  json={"url": "http://127.0.0.1:9/hook"}).json["data"]["webhook"]
+    k.call(c, "POST", "/api/webhooks", 400, "BAD_WEBHOOK", json={"url": "ftp://x"})
+    k.call(c, "POST", "/api/webhooks", 400, "BAD_JSON", data="[]",
+           content_type="application/json")
+    k.call(c, "POST", "/api/webhooks/{webhook_id}/test", 202, webhook_id=hook["id"])
+    k.call(c, "GET", "/api/webhooks", 200)
+    k.call(c, "GET", "/api/webhook-deliveries", 200, query_string={"limit": "5"})
+    k.call(c, "GET", "/api/webhook-deliveries", 400, "BAD_LIMIT", query_string={"limit": "0"})
+    k.call(c, "DELETE", "/api/webhooks/{webhook_id}", 200, webhook_id=hook["id"])
+    for method, template in (("DELETE", "/api/webhooks/{webhook_id}"),
+                             ("POST", "/api/webhooks/{webhook_id}/test")):
+        k.call(c, method, template, 404, "WEBHOOK_NOT_FOUND", webhook_id="nope")
+    k.call(c, "GET", "/api/webhooks", 403, "FORBIDDEN", environ_base={"REMOTE_ADDR": "10.0.0.1"})
+
     # Every documented operation answered at least once, and validated.
     answered = {(m, p) for m, p, _ in k.seen}
     assert answered == {(m, p) for p, ms in documented_operations().items() for m in ms}
@@ -437,10 +454,10 @@ def test_refusals_of_a_guarded_or_limited_service_conform(
         for method in methods:
             secured = DOC["paths"][path][method.lower()].get("security", DOC["security"])
             url = (path.replace("{task_id}", UNKNOWN_TASK_ID).replace("{filename}", "a.xlsx")
-                   .replace("{snh}", "1"))
+                   .replace("{snh}", "1").replace("{webhook_id}", "abc"))
             if secured == DOC["security"]:
                 params = {k: v for k, v in (("task_id", UNKNOWN_TASK_ID), ("filename", "a.xlsx"),
-                                            ("snh", "1"))
+                                            ("snh", "1"), ("webhook_id", "abc"))
                           if "{" + k + "}" in path}
                 params.update({k: v for k, v in (("year", "2023"), ("major", "ai"))
                                if "{" + k + "}" in path})

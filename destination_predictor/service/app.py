@@ -27,6 +27,7 @@ from . import (
     responses,
     routes,
     schedule_routes,
+    webhook_routes,
     whatif,
 )
 from .batches import BATCHES_KEY, Batches
@@ -36,6 +37,8 @@ from .executor import TaskExecutor
 from .jobs_db import open_jobs_db
 from .logging_setup import build_logger, log_event
 from .manager import EXTENSION_KEY, TaskManager
+from .notifier import Notifier
+from .notify_store import NotifyStore, default_url
 from .plan_routes import PLANS_KEY, plans_bp
 from .plan_store import PlanStore, isolated_checker
 from .recovery import recover
@@ -88,6 +91,16 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger,
                           plan_versions=plan_store.versions_in_use)
     app.extensions[EXTENSION_KEY] = manager
+    # Completion notifications: endings become durable deliveries (a quick
+    # listener), the sender thread POSTs them (service.notifier).
+    notifier = Notifier(
+        NotifyStore(settings.webhook_database_url or default_url(settings.data_dir)),
+        public_url=settings.public_url, timeout_s=settings.webhook_timeout_s,
+        max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
+        logger=logger)
+    store.on_finished(notifier.task_finished)
+    manager.on_shutdown(notifier.stop)
+    app.extensions[webhook_routes.NOTIFIER_KEY] = notifier
     app.extensions[PLANS_KEY] = plan_store
     # Batches and schedules: their own tables (jobs_db), tasks through the manager.
     jobs_db = open_jobs_db(settings.jobs_url)
@@ -113,6 +126,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     app.register_blueprint(whatif.bp)  # POST /api/whatif, GET /api/task/<id>/student/<snh>
     app.register_blueprint(batch_routes.bp)  # /api/batch: several files as one batch
     app.register_blueprint(schedule_routes.bp)  # /api/schedules: cron runs from a folder
+    app.register_blueprint(webhook_routes.bp)  # /api/webhooks, /api/webhook-deliveries
     # -------------------------------------------------------------------------
 
     # Start-up recovery is an explicit step, before any pool thread can run.
@@ -121,6 +135,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     executor.start()
     cleaner.start()
     scheduler.start()
+    notifier.start()
+    batches.on_batch_finished(notifier.batch_finished)  # one notification per batch
     # Last, once every on_batch_finished listener is wired: batches that ended
     # while the service was down (or during recovery) are reported now.
     batches.start()

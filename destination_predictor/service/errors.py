@@ -33,6 +33,9 @@ HTTP_STATUS: dict[str, int] = {
     **dict.fromkeys(("MISSING_MAJOR", "BAD_MAJOR", "BAD_PLAN_CODE", "BAD_VERSION"), 400),
     **dict.fromkeys(("PLAN_NOT_FOUND", "PLAN_VERSION_NOT_FOUND"), 404),
     **dict.fromkeys(("PLAN_CODE_TAKEN", "PLAN_NO_VERSIONS", "PLAN_NO_OLDER_VERSION"), 409),
+    # completion notifications (webhook_routes): a refused webhook, an unknown one
+    "BAD_WEBHOOK": 400,
+    "WEBHOOK_NOT_FOUND": 404,
     # the files were there once and have been cleaned up
     # batches (batch_routes) and schedules (schedule_routes)
     **dict.fromkeys(("TOO_MANY_FILES", "INVALID_BATCH_ID", "INVALID_SCHEDULE_ID", "BAD_CRON",

@@ -113,6 +113,15 @@ class Settings:
     schedule_root: Path | None = setting(None, _optional_path)
     schedule_timezone: str = setting("Asia/Shanghai", _timezone)
     schedule_grace_s: float = setting(3600.0, float, minimum=0.0)
+    # Completion notifications (service.notifier): the address links in them
+    # point to, each attempt's time limit, how many attempts, the first wait
+    # between two (doubled each time), the deliveries' database (default:
+    # notifications.sqlite3 in the data dir).
+    public_url: str | None = setting(None, _optional_text)
+    webhook_timeout_s: float = setting(5.0, float, minimum=0.1)
+    webhook_max_attempts: int = setting(5, int, minimum=1)
+    webhook_backoff_s: float = setting(60.0, float, minimum=0.01)
+    webhook_database_url: str | None = setting(None, _optional_text)
 
     @property
     def uploads_dir(self) -> Path:
