@@ -19,6 +19,8 @@ from pathlib import Path
 import fastexcel
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .errors import PredictionError
 from .excel import (
@@ -157,7 +159,7 @@ class Sheet:
     """The columns the reader kept, with where the header was found."""
 
     headers: list[str]
-    columns: list[list[str | None]]
+    columns: list[pa.Array]            # the cells' text (Arrow strings, null = empty)
     header_row: int                     # 1-based row of the header in the sheet
     sheet_name: str
     warnings: list[str] = field(default_factory=list)
@@ -228,7 +230,7 @@ def _first_sheet_with_data(reader: fastexcel.ExcelReader) -> Sheet:
                 table = reader.load_sheet(i, header_row=found, use_columns=_want,
                                           dtypes="string").to_arrow()
                 headers = [str(c) for c in table.column_names]
-        sheet = Sheet(headers, [c.to_pylist() for c in table.columns], header_row + 1, name)
+        sheet = Sheet(headers, list(table.columns), header_row + 1, name)
         if i > 0:
             sheet.warnings.append(f"第一个工作表为空，已改为读取工作表“{name}”")
         if header_row:
@@ -251,6 +253,29 @@ def _grade(v: str) -> float | None:
     except ValueError:
         return None
     return g if math.isfinite(g) and 0.0 <= g <= 100.0 else None
+
+
+def _distinct(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
+    """(per row, an index into the distinct texts; the distinct texts, ``None`` last).
+
+    A grade export repeats few texts (the same ids, courses, grades, majors
+    over a million rows): cleaning each distinct text once in Python and
+    indexing with numpy gives the per-cell results without a loop per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    texts: list[str | None] = [*encoded.dictionary.to_pylist(), None]
+    at = pc.fill_null(encoded.indices, len(texts) - 1).to_numpy(zero_copy_only=False)
+    return at.astype(np.intp, copy=False), texts
+
+
+def _text_codes(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """(per row, an index into the distinct stripped texts; those texts, an object array).
+
+    Texts that differ only in surrounding spaces share one index, as ``_text`` makes them equal."""
+    at, texts = _distinct(column)
+    codes, uniques = pd.factorize(np.array([_text(v) for v in texts], dtype=object))
+    return codes[at], np.asarray(uniques, dtype=object)
 
 
 def check_columns(headers: Sequence[str], roles: Mapping[str, int | None], *,
@@ -290,51 +315,55 @@ def read_grades(path: str | Path, *, max_cells: int | None = DEFAULT_MAX_CELLS,
     if not n_rows:
         raise PredictionError("NO_STUDENT_ROWS", "成绩文件只有表头，没有学生数据")
 
-    ids = [_text(v) for v in columns[i_id]]
-    courses = [_text(v) for v in columns[i_course]]
-    raw_grades = columns[i_grade]
-    attrs = [_text(v) for v in columns[i_attr]] if i_attr is not None else None
-    majors = [_text(v) for v in columns[i_major]] if i_major is not None else None
+    ids, id_texts = _text_codes(columns[i_id])
+    courses, course_texts = _text_codes(columns[i_course])
+    grade_at, raw_grades = _distinct(columns[i_grade])
+    # Each distinct cell text is cleaned once; rows carry an index into the results.
+    no_grade = np.array([v is None or not v.strip() for v in raw_grades])[grade_at]
+    values = np.array([_grade(v) if v is not None and v.strip() else np.nan
+                       for v in raw_grades], dtype=float)[grade_at]  # NaN: empty or invalid
+    free = np.zeros(n_rows, dtype=bool)
+    if i_attr is not None:
+        attrs, attr_texts = _text_codes(columns[i_attr])
+        free = np.array(["任选课" in t for t in attr_texts], dtype=bool)[attrs]
 
-    skipped: Counter = Counter()
-    keep_idx: list[int] = []
-    grades: list[float] = []
-    for k in range(n_rows):
-        if not ids[k]:
-            skipped["empty_id"] += 1
-            continue
-        if not courses[k]:
-            skipped["empty_course"] += 1
-            continue
-        g_raw = raw_grades[k]
-        if g_raw is None or not g_raw.strip():
-            skipped["empty_grade"] += 1
-            continue
-        if attrs is not None and "任选课" in attrs[k]:
-            skipped["free_elective"] += 1
-            continue
-        g = _grade(g_raw)
-        if g is None:
-            skipped["invalid_grade"] += 1
-            continue
-        keep_idx.append(k)
-        grades.append(g)
+    # The deployed order of reasons: a row counts for the first one that applies.
+    rest = np.ones(n_rows, dtype=bool)
+    reasons: dict[str, np.ndarray] = {}
+    for reason, applies in (("empty_id", (id_texts == "")[ids]),
+                            ("empty_course", (course_texts == "")[courses]),
+                            ("empty_grade", no_grade), ("free_elective", free),
+                            ("invalid_grade", np.isnan(values))):
+        reasons[reason] = rest & applies
+        rest &= ~applies
+    # Counted in the order each reason first occurs (the warnings list them so).
+    firsts = sorted((int(m.argmax()), r) for r, m in reasons.items() if m.any())
+    skipped: Counter = Counter({r: int(reasons[r].sum()) for _, r in firsts})
 
-    if not keep_idx:
+    keep_idx = np.flatnonzero(rest)
+    if not len(keep_idx):
         raise PredictionError("NO_STUDENT_ROWS", "成绩文件中没有任何有效的学生成绩行")
-    kept_ids = [ids[k] for k in keep_idx]
-    kept = pd.DataFrame({
-        "sid": kept_ids,
-        "course": [courses[k] for k in keep_idx],
-        "grade": np.asarray(grades, dtype=float),
+    kept_sid, kept_course = ids[keep_idx], courses[keep_idx]
+    # Students in order of their first kept row, which also decides the major.
+    codes, first = np.unique(kept_sid, return_index=True)
+    order = np.argsort(first, kind="stable")
+    students = id_texts[codes[order]].tolist()
+    if i_major is not None:
+        majors, major_texts = _text_codes(columns[i_major])
+        first_major = major_texts[majors[keep_idx[first[order]]]]
+        major_of: dict[str, str | None] = {s: (m or None) for s, m in
+                                           zip(students, first_major.tolist(), strict=True)}
+    else:
+        major_of = dict.fromkeys(students)
+    # Retakes: the last row for a (student, course) wins; rows keep their order.
+    pair = kept_sid.astype(np.int64) * len(course_texts) + kept_course
+    _, from_end = np.unique(pair[::-1], return_index=True)
+    last = np.sort(len(pair) - 1 - from_end)
+    scores = pd.DataFrame({
+        "sid": id_texts[kept_sid[last]],
+        "course": course_texts[kept_course[last]],
+        "grade": values[keep_idx[last]],
     })
-    major_of: dict[str, str | None] = {}
-    for pos, sid in enumerate(kept_ids):  # first kept row decides the major
-        if sid not in major_of:
-            major_of[sid] = (majors[keep_idx[pos]] or None) if majors is not None else None
-    students = list(major_of)
-    # Retakes: the last row for a (student, course) wins.
-    scores = kept.drop_duplicates(["sid", "course"], keep="last").reset_index(drop=True)
 
     for reason, n in skipped.items():
         warnings.append(f"跳过 {n} 行：{SKIP_REASONS[reason]}")
