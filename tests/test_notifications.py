@@ -25,7 +25,7 @@ import pytest
 import requests
 from flask.testing import FlaskClient
 from support.live_server import LiveServer
-from support.paths import MODELS_DIR, PLANS_DIR
+from support.paths import MODELS_DIR, PLANS_DIR, REPO
 from support.service import FakeRunner, grade_workbook, start, tiny_xlsx, wait_for
 
 from destination_predictor.service import notify_messages as messages
@@ -338,3 +338,31 @@ def test_delivery_continues_after_a_restart_and_is_not_sent_again(
     assert len({x["headers"]["X-Predict-Delivery"] for x in sent}) == 1
     assert all(x["signature_ok"] for x in sent)
     assert SECRET not in "".join(p.read_text() for p in tmp_path.glob("**/*.log"))
+
+
+def test_the_console_lists_each_delivery_with_its_last_answer(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """Chromium on the console of a real service: one test message delivered, one
+    refused (a redirect), each shown with its state and last answer."""
+    browser = pytest.importorskip("support.browser")
+    if not browser.CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed")
+    server = LiveServer(tmp_path / "data", model_dir=MODELS_DIR, plans_dir=PLANS_DIR,
+                        env={"PREDICT_WEBHOOK_MAX_ATTEMPTS": "1"})
+    with server:
+        for path, name in (("/generic/ok", "教务系统"), ("/redirect", "旧地址")):
+            hook = requests.post(server.base + "/api/webhooks", timeout=10, json={
+                "url": receiver.base + path, "secret": SECRET, "name": name}).json()["data"]
+            assert requests.post(f"{server.base}/api/webhooks/{hook['webhook']['id']}/test",
+                                 timeout=10).status_code == 202
+        with browser.page() as pg:
+            pg.goto(server.base + "/")
+            pg.wait_for_selector("#deliveries-body tr[data-state='delivered']")
+            pg.wait_for_selector("#deliveries-body tr[data-state='failed']", timeout=15000)
+            ok = pg.inner_text("#deliveries-body tr[data-state='delivered']")
+            bad = pg.inner_text("#deliveries-body tr[data-state='failed']")
+            (REPO / "test-artifacts").mkdir(exist_ok=True)
+            pg.locator("#deliveries-card").screenshot(path=str(REPO / "test-artifacts" /
+                                                          "notifications-deliveries.png"))
+    assert "教务系统" in ok and "已送达" in ok and "HTTP 200" in ok and "1/1" in ok, ok
+    assert "旧地址" in bad and "失败" in bad and "HTTP 302" in bad and "重定向" in bad, bad

@@ -12,6 +12,7 @@
  */
 
 import { readToken } from "./api.js";
+import { refreshDeliveries } from "./deliveries.js";
 import { $ } from "./dom.js";
 import { loadHealth, refreshMonitor } from "./monitor.js";
 import { loadMajors, setupStartForm } from "./start.js";
@@ -27,6 +28,7 @@ const state = {
   pollTimer: null,
   tickTimer: null,
   monitorTimer: null,
+  deliveriesTimer: null,   // the 完成通知 section's next refresh
   loadingTasks: null,       // the task-list request in flight, if any
   tasksAgain: false,       // a refresh was asked for meanwhile: fetch once more after it
   checkSeq: 0,             // numbers the file checks; only the latest one's answer is shown
@@ -39,12 +41,14 @@ function init() {
   $("refresh-button").addEventListener("click", () => {
     refreshTasks(state);
     refreshMonitor(state);
+    refreshDeliveries(state);
     loadHealth(state);
   });
   loadHealth(state);
   // Sequential on purpose: with a token required the first call opens the
   // token form and the others then reuse the token instead of asking again.
-  loadMajors(state).then(() => refreshTasks(state)).then(() => refreshMonitor(state));
+  loadMajors(state).then(() => refreshTasks(state)).then(() => refreshMonitor(state))
+    .then(() => refreshDeliveries(state));
 }
 
 if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", init); }
