@@ -8,7 +8,8 @@ Enabled checks (``CHECKS`` below; the others are off):
 
 - ``not_a_server_error``: no answer with a 5xx status. The server has an
   import database (SQLite), so the import route answers 4xx rather than 503
-  ``IMPORT_NOT_CONFIGURED``.
+  ``IMPORT_NOT_CONFIGURED``, and a schedule root (an empty folder), so
+  ``POST /api/schedules`` answers rather than 503 ``SCHEDULES_NOT_CONFIGURED``.
 - ``status_code_conformance``: every status is documented for its operation.
 - ``content_type_conformance``: the Content-Type is one documented for that status.
 - ``response_schema_conformance``: the body validates against the documented schema.
@@ -132,8 +133,11 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     base = tmp_path_factory.mktemp("fuzz")
     access_log = base / "access.log"
+    schedule_root = base / "exports"
+    schedule_root.mkdir()
     server = LiveServer(base / "data", model_dir=MODELS_DIR, plans_dir=PLANS_DIR, token=TOKEN,
                         env={"PREDICT_DATABASE_URL": f"sqlite:///{base / 'import.sqlite3'}",
+                             "PREDICT_SCHEDULE_ROOT": str(schedule_root),
                              "PREDICT_ACCESS_LOG": str(access_log)})
     with server:
         svc = Service(server, access_log)

@@ -259,6 +259,8 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
                                         tmp_path: Path) -> None:
     k = Contract()
     app_config["PREDICT_DATABASE_URL"] = f"sqlite:///{tmp_path / 'import.sqlite3'}"
+    app_config["PREDICT_SCHEDULE_ROOT"] = tmp_path / "exports"
+    (tmp_path / "exports" / "registrar").mkdir(parents=True)
     app = make_app()
     c = app.test_client()
 
@@ -438,6 +440,54 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
         k.call(c, method, template, 404, "WEBHOOK_NOT_FOUND", webhook_id="nope")
     k.call(c, "GET", "/api/webhooks", 403, "FORBIDDEN", environ_base={"REMOTE_ADDR": "10.0.0.1"})
 
+    # Batches and schedules (service/batch_routes.py, schedule_routes.py).
+    files = [(io.BytesIO(grades.read_bytes()), "一班.xlsx"), (io.BytesIO(b"junk"), "坏.xlsx")]
+    bid = k.call(c, "POST", "/api/batch/start", 200, content_type="multipart/form-data",
+                 data={"year": str(YEAR), "major": "ai", "files": files}).json["data"]["batch_id"]
+    k.call(c, "POST", "/api/batch/start", 400, "MISSING_FILE", content_type="multipart/form-data",
+           data={"year": str(YEAR)})
+    end = time.monotonic() + 90
+    while k.call(c, "GET", "/api/batch/status/{batch_id}", 200,
+                 batch_id=bid).json["data"]["state"] == "running":
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    k.call(c, "GET", "/api/batch/status/{batch_id}", 400, "INVALID_BATCH_ID", batch_id="nope")
+    k.call(c, "GET", "/api/batch/status/{batch_id}", 404, "BATCH_NOT_FOUND",
+           batch_id=UNKNOWN_TASK_ID)
+    k.call(c, "GET", "/api/batches", 200, query_string={"limit": "5"})
+    k.call(c, "GET", "/api/batches", 400, "BAD_LIMIT", query_string={"limit": "0"})
+    k.call(c, "GET", "/api/batch/result/{batch_id}", 200, batch_id=bid)
+    k.call(c, "GET", "/api/batch/result/{batch_id}", 404, "BATCH_NOT_FOUND",
+           batch_id=UNKNOWN_TASK_ID)
+    k.call(c, "POST", "/api/batch/{batch_id}/cancel", 409, "BATCH_FINISHED", batch_id=bid)
+    happ, _ = held
+    hc = happ.test_client()
+    hbid = k.call(hc, "POST", "/api/batch/start", 200, content_type="multipart/form-data",
+                  data={"year": str(YEAR), "files": [(io.BytesIO(tiny_xlsx()), "a.xlsx"),
+                                                     (io.BytesIO(tiny_xlsx()), "b.xlsx")]}
+                  ).json["data"]["batch_id"]
+    k.call(hc, "GET", "/api/batch/result/{batch_id}", 409, "BATCH_NOT_FINISHED", batch_id=hbid)
+    k.call(hc, "POST", "/api/batch/{batch_id}/cancel", 200, batch_id=hbid)
+    k.call(hc, "POST", "/api/batch/{batch_id}/cancel", 404, "BATCH_NOT_FOUND",
+           batch_id=UNKNOWN_TASK_ID)
+    k.call(hc, "POST", "/api/schedules", 503, "SCHEDULES_NOT_CONFIGURED",
+           json={"cron": "0 7 * * *", "year": YEAR, "source_dir": "x"})
+    k.call(c, "GET", "/api/schedules", 200)
+    sched = {"cron": "0 7 * * 1-5", "year": YEAR, "source_dir": "registrar"}
+    sid = k.call(c, "POST", "/api/schedules", 200,
+                 json=sched).json["data"]["schedule"]["schedule_id"]
+    k.call(c, "POST", "/api/schedules", 400, "BAD_CRON", json={**sched, "cron": "* *"})
+    k.call(c, "POST", "/api/schedules", 400, "SOURCE_OUTSIDE_ROOT", json={**sched, "source_dir": "/"})
+    k.call(c, "POST", "/api/schedules/{schedule_id}/pause", 200, schedule_id=sid)
+    k.call(c, "POST", "/api/schedules/{schedule_id}/resume", 200, schedule_id=sid)
+    k.call(c, "GET", "/api/schedules", 200)
+    k.call(c, "POST", "/api/schedules/{schedule_id}/pause", 404, "SCHEDULE_NOT_FOUND",
+           schedule_id=UNKNOWN_TASK_ID)
+    k.call(c, "POST", "/api/schedules/{schedule_id}/resume", 400, "INVALID_SCHEDULE_ID",
+           schedule_id="nope")
+    k.call(c, "DELETE", "/api/schedules/{schedule_id}", 200, schedule_id=sid)
+    k.call(c, "DELETE", "/api/schedules/{schedule_id}", 404, "SCHEDULE_NOT_FOUND", schedule_id=sid)
+
     # Every documented operation answered at least once, and validated.
     answered = {(m, p) for m, p, _ in k.seen}
     assert answered == {(m, p) for p, ms in documented_operations().items() for m in ms}
@@ -461,9 +511,13 @@ def test_refusals_of_a_guarded_or_limited_service_conform(
                           if "{" + k + "}" in path}
                 params.update({k: v for k, v in (("year", "2023"), ("major", "ai"))
                                if "{" + k + "}" in path})
+                params.update({k: UNKNOWN_TASK_ID for k in ("batch_id", "schedule_id")
+                               if "{" + k + "}" in path})
                 r = k.call(c, method, path, 401, "UNAUTHORIZED", **params)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
                 url = url.replace("{year}", "2023").replace("{major}", "ai")
+                url = url.replace("{batch_id}", UNKNOWN_TASK_ID).replace("{schedule_id}",
+                                                                         UNKNOWN_TASK_ID)
                 bad = c.open(url, method=method, headers={"X-API-Key": "wrong"})
                 k.conform(bad, method, path)
                 assert (bad.status_code, bad.json["code"]) == (401, "INVALID_TOKEN")

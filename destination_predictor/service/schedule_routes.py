@@ -28,13 +28,27 @@ def current_scheduler() -> Scheduler:
     return current_app.extensions[SCHEDULES_KEY]
 
 
+# JSON fields and the types they may have (None: the field may be null or left out).
+_TEXT_FIELDS = ("cron", "source_dir", "major", "timezone", "name")
+
+
 def _body() -> dict[str, Any]:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise ServiceError("BAD_JSON", "请求体必须是 JSON 对象")
-        return body
-    return {k: request.form.get(k) for k in request.form}
+    """The schedule as JSON (or a form); a field of the wrong JSON type is refused
+    here, so that e.g. a number as name is not quietly turned into text."""
+    if not request.is_json:
+        return {k: request.form.get(k) for k in request.form}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ServiceError("BAD_JSON", "请求体必须是 JSON 对象")
+    for name in _TEXT_FIELDS:
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise ServiceError("BAD_JSON", f"字段 {name} 必须是文本")
+    year = body.get("year")
+    if isinstance(year, bool) or not isinstance(year, int | str | None):
+        raise ServiceError("BAD_YEAR", "年级 year 必须是四位数字，例如 2024")
+    if not isinstance(body.get("config"), dict | str | None):
+        raise ServiceError("BAD_CONFIG", "config 必须是 JSON 对象")
+    return body
 
 
 @bp.get("/schedules")
