@@ -29,6 +29,7 @@ from support.paths import MODELS_DIR, PLANS_DIR, REPO
 from support.service import FakeRunner, grade_workbook, start, tiny_xlsx, wait_for
 
 from destination_predictor.service import notify_messages as messages
+from destination_predictor.service.notify_store import NotifyStore, default_url
 from destination_predictor.service.task import COMPLETED, Task
 
 SECRET = "receiver-secret-5d1c"
@@ -254,6 +255,21 @@ def test_the_chinese_message_and_the_receivers_signature_check() -> None:
     assert req.headers["X-Predict-Delivery"] == "d-1"
 
 
+def test_old_finished_deliveries_are_forgotten_pending_ones_kept(tmp_path: Path) -> None:
+    store = NotifyStore(default_url(tmp_path))
+    hook = store.add_webhook(name="n", kind="generic", url="http://x/", secret="s",
+                             events=["task.completed"])
+    for subject, created in (("old-pending", 100.0), ("old-done", 100.0), ("new-done", 900.0)):
+        store.enqueue(hook, subject, "task.completed", subject, "m", "{}", created)
+        if subject.endswith("done"):
+            store.finish_attempt(subject, delivered=True, gave_up=False, status=200, answer="",
+                                 error=None, now=created)
+    assert store.prune(before=500.0) == 1
+    assert sorted(d.subject for d in store.deliveries()) == ["new-done", "old-pending"]
+    assert oct((tmp_path / "notifications.sqlite3").stat().st_mode & 0o777) == "0o600"
+    store.close()
+
+
 def test_managing_webhooks_needs_the_token(app_config: dict[str, Any], make_app: Any) -> None:
     app_config["PREDICT_API_TOKEN"] = TOKEN
     client = make_app(runner=FakeRunner(hold=False)).test_client()
@@ -279,6 +295,9 @@ def test_managing_webhooks_needs_the_token(app_config: dict[str, Any], make_app:
         r = client.post("/api/webhooks", json=body, headers=bearer)
         assert (r.status_code, r.json["code"]) == (400, code), body
     assert client.post("/api/webhooks", data="x", headers=bearer).json["code"] == "BAD_JSON"
+    lone = client.post("/api/webhooks", data='{"url": "https://x/\\ud800"}', headers=bearer,
+                       content_type="application/json")
+    assert (lone.status_code, lone.json["code"]) == (400, "BAD_WEBHOOK")
     assert client.delete("/api/webhooks/nope", headers=bearer).status_code == 404
     assert client.delete(f"/api/webhooks/{hook['id']}", headers=bearer).status_code == 200
 

@@ -97,7 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
         NotifyStore(settings.webhook_database_url or default_url(settings.data_dir)),
         public_url=settings.public_url, timeout_s=settings.webhook_timeout_s,
         max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
-        logger=logger)
+        retention_s=settings.record_retention_days * 86400.0, logger=logger)
     store.on_finished(notifier.task_finished)
     manager.on_shutdown(notifier.stop)
     app.extensions[webhook_routes.NOTIFIER_KEY] = notifier

@@ -36,6 +36,8 @@ from .notify_store import Delivery, NotifyStore, Webhook
 # The sender looks for due deliveries at least this often (it is also woken
 # at once when a delivery is queued).
 IDLE_POLL_S = 5.0
+# How often finished deliveries older than the record retention are deleted.
+PRUNE_INTERVAL_S = 3600.0
 # How much of an answer is looked at (a robot's JSON verdict fits).
 MAX_ANSWER_CHARS = 4096
 
@@ -43,6 +45,7 @@ MAX_ANSWER_CHARS = 4096
 class Notifier:
     def __init__(self, store: NotifyStore, *, public_url: str | None, timeout_s: float,
                  max_attempts: int, backoff_s: float, logger: logging.Logger,
+                 retention_s: float = 30 * 86400.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.public_url = public_url
@@ -50,7 +53,9 @@ class Notifier:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.log = logger
+        self.retention_s = retention_s  # finished deliveries are kept this long
         self.clock = clock
+        self._pruned_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,6 +122,7 @@ class Notifier:
         while not self._stop.is_set():
             try:
                 self.send_due()
+                self._prune_now_and_then()
                 wait = self._idle_wait()
             except sa.exc.SQLAlchemyError:
                 self.log.exception("event=webhook.store_error")
@@ -126,6 +132,15 @@ class Notifier:
                 wait = IDLE_POLL_S
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _prune_now_and_then(self) -> None:
+        now = self.clock()
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        removed = self.store.prune(now - self.retention_s)
+        if removed:
+            log_event(self.log, "webhook.pruned", deliveries=removed)
 
     def _idle_wait(self) -> float:
         due = self.store.next_due_at()

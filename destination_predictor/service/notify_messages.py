@@ -162,9 +162,10 @@ def batch_event(batch: dict[str, Any], delivery_id: str, public_url: str | None,
             "created_at": _iso_any(batch.get("created_at")),
             "finished_at": _iso_any(batch.get("finished_at")),
         },
-        "links": _links(public_url, {"console": "/", **{
-            f"task_{i + 1}": f"/api/task/status/{t['task_id']}"
-            for i, t in enumerate(tasks[:20]) if t["task_id"]}}),
+        "links": _links(public_url, {
+            "console": "/", "status": f"/api/batch/status/{batch['batch_id']}",
+            **({"results_zip": f"/api/batch/result/{batch['batch_id']}"}
+               if any(t["status"] == "completed" for t in tasks) else {})}),
     }
     body["message"] = batch_message(body["batch"])
     return body

@@ -232,6 +232,13 @@ class NotifyStore:
             rows = conn.execute(query).all()
         return [Delivery(**r._mapping) for r in rows]
 
+    def prune(self, before: float) -> int:
+        """Forget finished deliveries created before ``before`` (the history does not grow
+        without bound); pending ones stay whatever their age."""
+        with self.engine.begin() as conn:
+            return conn.execute(deliveries.delete().where(
+                (deliveries.c.state != PENDING) & (deliveries.c.created_at < before))).rowcount
+
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(deliveries.c.state, sa.func.count()).group_by(

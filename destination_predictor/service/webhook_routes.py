@@ -83,8 +83,12 @@ def _text(body: dict[str, Any], key: str, max_len: int) -> str | None:
     value = body.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or len(value.strip()) > max_len:
+    if not isinstance(value, str) or len(value) > max_len:
         raise _bad(f"{key} 必须是不超过 {max_len} 个字符的文本")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800") from a JSON escape
+        raise _bad(f"{key} 含有无效的字符") from None
     return value.strip() or None
 
 
