@@ -226,6 +226,24 @@ def feishu_sign(secret: str, timestamp_s: str) -> str:
     return base64.b64encode(mac.digest()).decode("ascii")
 
 
+# A robot refuses a message over its limit (WeCom markdown: 4,096 bytes; DingTalk
+# and Feishu: about 20 KB); lines name files and errors, so each is cut too.
+MAX_LINE_CHARS = 150
+MAX_ROBOT_BYTES = {"wecom": 4000, "dingtalk": 18000, "feishu": 18000}
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """At most ``max_bytes`` of UTF-8, cut at a character boundary, with "…" when cut."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+def _line(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS - 1] + "…"
+
+
 def _markdown(event: dict[str, Any], *, wecom: bool) -> str:
     lines = [f"**{event['message']}**"]
     task = event.get("task")
@@ -239,7 +257,8 @@ def _markdown(event: dict[str, Any], *, wecom: bool) -> str:
             lines.append(f"> {t['file']}：{status}" + (f"（{t['error']}）" if t["error"] else ""))
     if event["links"].get("console"):
         lines.append(f"[打开控制台]({event['links']['console']})")
-    return ("\n" if wecom else "\n\n").join(lines)
+    text = ("\n" if wecom else "\n\n").join(_line(x) for x in lines)
+    return _cut(text, MAX_ROBOT_BYTES["wecom" if wecom else "dingtalk"])
 
 
 def _with_query(url: str, extra: dict[str, str]) -> str:
@@ -275,7 +294,7 @@ def render(kind: str, url: str, secret: str | None, delivery_id: str, stored_bod
         text = event["message"]
         if event["links"].get("console"):
             text += "\n" + event["links"]["console"]
-        payload = {"msg_type": "text", "content": {"text": text}}
+        payload = {"msg_type": "text", "content": {"text": _cut(text, MAX_ROBOT_BYTES["feishu"])}}
         if secret:
             ts_s = str(int(now))
             payload = {"timestamp": ts_s, "sign": feishu_sign(secret, ts_s), **payload}
