@@ -256,6 +256,27 @@ def test_the_chinese_message_and_the_receivers_signature_check() -> None:
     assert req.headers["X-Predict-Delivery"] == "d-1"
 
 
+def test_the_delivery_schedule_on_sqlite_and_postgresql(db_url: str) -> None:
+    """The statements the sender relies on, on both databases (issue 12 moves records
+    to PostgreSQL): one row per event, claiming an attempt once, marking it delivered."""
+    store = NotifyStore(db_url)
+    try:
+        hook = store.add_webhook(name="教务处", kind="generic", url="http://x/", secret="s",
+                                 events=["task.completed"])
+        assert store.enqueue(hook, "d-1", "task.completed", "t-1", "m", "{}", 10.0)
+        assert not store.enqueue(hook, "d-2", "task.completed", "t-1", "m", "{}", 11.0)
+        [due] = store.due(now=10.0)
+        assert store.begin_attempt(due, now=10.0, retry_at=70.0)
+        assert not store.begin_attempt(due, now=10.0, retry_at=70.0)  # claimed already
+        assert store.due(now=69.0) == [] and store.next_due_at() == 70.0
+        store.finish_attempt("d-1", delivered=True, gave_up=False, status=200, answer="ok",
+                             error=None, now=12.0)
+        assert store.due(now=1e12) == [] and store.counts() == {"delivered": 1}
+        assert store.delete_webhook(hook.id) and store.webhooks() == []
+    finally:
+        store.close()
+
+
 def test_old_finished_deliveries_are_forgotten_pending_ones_kept(tmp_path: Path) -> None:
     store = NotifyStore(default_url(tmp_path))
     hook = store.add_webhook(name="n", kind="generic", url="http://x/", secret="s",
