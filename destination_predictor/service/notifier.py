@@ -59,8 +59,9 @@ class Notifier:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The environment's HTTPS_PROXY/NO_PROXY and CA bundle apply: a campus network
+        # often reaches DingTalk, WeCom and Feishu only through a proxy.
         self._session = requests.Session()
-        self._session.trust_env = False  # no proxy or .netrc credentials from the environment
 
     # --- listeners (quick: a row per webhook, then wake the sender) -----------
 
