@@ -35,7 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 TOKEN = "console-test-token-7f3a"
 # The console's native ES modules: index.html loads main.js, which imports the rest.
 CONSOLE_MODULES = ("main.js", "api.js", "dom.js", "format.js", "start.js", "check.js", "tasks.js",
-                   "results.js", "monitor.js", "charts.js", "deliveries.js")
+                   "results.js", "monitor.js", "charts.js", "deliveries.js", "batches.js")
 
 needs_browser = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 

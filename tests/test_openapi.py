@@ -313,6 +313,7 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
     # What-if for one student of the completed task (service/whatif.py).
     k.call(c, "GET", "/student", 200)
     k.call(c, "GET", "/plans", 200)
+    k.call(c, "GET", "/schedules", 200)
     view = k.call(c, "GET", "/api/task/{task_id}/student/{snh}", 200, task_id=tid,
                   snh=read_grades(grades).students[0]).json["data"]
     k.call(c, "POST", "/api/whatif", 200, json={"year": view["year"], "major": view["major"],

@@ -70,6 +70,12 @@ def student_page() -> Response:
     return _page("student.html")
 
 
+@bp.get("/schedules")
+def schedules_page() -> Response:
+    """Scheduled runs (定时任务): ``schedules.html`` + ``schedules.js`` over ``/api/schedules``."""
+    return _page("schedules.html")
+
+
 @bp.get("/plans")
 def plans_page() -> Response:
     """Education plans (培养方案管理): ``plans.html`` + ``plans.js`` over ``/api/plans``."""

@@ -9,7 +9,8 @@
  *
  * Exports: buildResults(state, card, task, open) fills card.results;
  * updateImportVisibility(state, card) shows the import button only when
- * state.importEnabled.
+ * state.importEnabled; download(state, url, fallbackName, messageNode) saves
+ * one authorised download (batches.js uses it for a batch's zip).
  */
 
 import { api } from "./api.js";
@@ -64,7 +65,7 @@ function saveBlob(resp, fallbackName) {
   });
 }
 
-function download(state, url, fallbackName, messageNode) {
+export function download(state, url, fallbackName, messageNode) {
   hideMessage(messageNode);
   return api(state, "GET", url, { raw: true }).then((resp) => saveBlob(resp, fallbackName)).catch((f) => {
     showMessage(messageNode, "error", "下载失败：" + f.message, f.code);

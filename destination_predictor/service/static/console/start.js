@@ -10,6 +10,10 @@
  * file and shows that report above the start button (see check.js), so staff
  * know the input before trusting the output; starting never waits for it.
  *
+ * Several files (chosen or dropped), or one .zip of workbooks, are started as
+ * one batch (POST /api/batch/start, see batches.js); the page does not check
+ * them one by one: the server fails a bad file's own task with its reason.
+ *
  * Exports: setupStartForm(state) (attach the form's listeners),
  * loadMajors(state) (fill the year select from GET /api/majors).
  */
@@ -102,6 +106,13 @@ function extensionOf(name) {
   return i < 0 ? "" : name.slice(i).toLowerCase();
 }
 
+/* Several files, or one zip of workbooks: started as one batch. */
+function isBatch(files) {
+  return files.length > 1 || (files.length === 1 && extensionOf(files[0].name) === ".zip");
+}
+
+function chosenFiles() { return Array.prototype.slice.call($("file-input").files || []); }
+
 /* The page's own checks; the server repeats them (and sniffs the content). */
 function checkFile(state, file) {
   if (!file) { return "请选择要上传的成绩文件（.xlsx 或 .xls）"; }
@@ -118,6 +129,15 @@ function checkFile(state, file) {
 
 function showChosenFile(file) {
   const name = $("file-name");
+  const files = chosenFiles();
+  if (file && isBatch(files)) {
+    const total = files.reduce((n, f) => n + f.size, 0);
+    const names = files.map((f) => f.name).join("、");
+    name.textContent = "批量：" + files.length + " 个文件（共 " + formatBytes(total) + "）：" + names;
+    name.title = names;
+    name.className = "file-name chosen";
+    return;
+  }
   name.textContent = file ? file.name + "（" + formatBytes(file.size) + "）" : NO_FILE_TEXT;
   name.title = file ? file.name : "";
   name.className = "file-name " + (file ? "chosen" : "muted");
@@ -126,7 +146,7 @@ function showChosenFile(file) {
 /* The server's check of the chosen file for the chosen year and major. */
 function checkChosen(state) {
   const file = $("file-input").files[0];
-  if (!file || checkFile(state, file)) { hideCheck(state); return; }
+  if (!file || isBatch(chosenFiles()) || checkFile(state, file)) { hideCheck(state); return; }
   runCheck(state, file, $("year-select").value, $("major-select").value);
 }
 
@@ -134,7 +154,7 @@ function onFileChange(state) {
   const file = $("file-input").files[0];
   const msg = $("start-message");
   showChosenFile(file);
-  const problem = file ? checkFile(state, file) : null;
+  const problem = file && !isBatch(chosenFiles()) ? checkFile(state, file) : null;
   if (problem) { showMessage(msg, "error", problem); } else { hideMessage(msg); }
   checkChosen(state);
 }
@@ -173,11 +193,46 @@ function startForm(file, year) {
   return form;
 }
 
+function batchForm(files, year) {
+  const form = new FormData();
+  files.forEach((f) => form.append("files", f, f.name));
+  form.append("year", year);
+  const major = $("major-select").value;
+  if (major) { form.append("major", major); }
+  const priority = $("priority-select").value;
+  if (priority && priority !== "normal") { form.append("priority", priority); }
+  return form;
+}
+
+function onStartBatch(state, files, year) {
+  const msg = $("start-message");
+  const button = $("start-button");
+  button.disabled = true;
+  showMessage(msg, "info", "正在上传 " + files.length + " 个文件（批量）…");
+  api(state, "POST", "/api/batch/start", { body: batchForm(files, year) }).then((data) => {
+    showMessage(msg, "success", (data && data.message ? data.message : "批量预测已启动") +
+      "（批量编号 " + (data && data.batch_id ? data.batch_id.slice(0, 8) : "") + "）");
+    $("file-input").value = "";
+    showChosenFile(null);
+    hideCheck(state);
+    refreshTasks(state);
+    refreshMonitor(state);
+  }).catch((f) => {
+    showMessage(msg, "error", "批量未启动：" + f.message, f.code);
+  }).then(() => { button.disabled = false; });
+}
+
 function onStart(state, ev) {
   ev.preventDefault();
   const msg = $("start-message");
   const button = $("start-button");
   const file = $("file-input").files[0];
+  const files = chosenFiles();
+  if (isBatch(files)) {
+    if (!$("year-select").value) { showMessage(msg, "error", "请选择年级"); return; }
+    onStartBatch(state, files, $("year-select").value);
+    return;
+  }
   const problem = checkFile(state, file);
   if (problem) { showMessage(msg, "error", problem); return; }
   const year = $("year-select").value;

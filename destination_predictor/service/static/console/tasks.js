@@ -12,6 +12,7 @@
  */
 
 import { api } from "./api.js";
+import { anyBatchActive, refreshBatches } from "./batches.js";
 import { $, h, hideMessage, showMessage } from "./dom.js";
 import { elapsedText, formatClock, isActive, parseTime, STATUS_TEXT } from "./format.js";
 import { refreshMonitor } from "./monitor.js";
@@ -23,7 +24,7 @@ const TASK_LIMIT = 30;
 /* ---------- polling ----------------------------------------------------------- */
 
 function anyActive(state) {
-  return state.tasks.some((t) => isActive(t.status));
+  return state.tasks.some((t) => isActive(t.status)) || anyBatchActive(state);
 }
 
 function schedulePoll(state) {
@@ -49,7 +50,9 @@ export function refreshTasks(state) {
   const run = api(state, "GET", "/api/tasks?limit=" + TASK_LIMIT).then((data) => {
     const list = Array.isArray(data) ? data : (data && data.tasks) || [];
     hideMessage($("tasks-message"));
-    renderTasks(state, list);
+    // A batch's tasks are shown in its own card (batches.js), not one by one.
+    renderTasks(state, list.filter((t) => !t.batch_id));
+    return refreshBatches(state);
   }).catch((f) => {
     showMessage($("tasks-message"), "error", "无法获取任务列表：" + f.message, f.code);
     if (!state.tasks.length) { $("task-list-placeholder").textContent = "任务列表暂时无法加载，可点击“刷新状态”重试。"; }
