@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from support.paths import MODELS_DIR, PLANS_DIR, REPO
 from support.service import FakeRunner, grade_workbook, start, tiny_xlsx, wait_for
 
 from destination_predictor.service import notify_messages as messages
+from destination_predictor.service.notifier import Notifier
 from destination_predictor.service.notify_store import NotifyStore, default_url
 from destination_predictor.service.task import COMPLETED, Task
 
@@ -273,6 +275,20 @@ def test_the_delivery_schedule_on_sqlite_and_postgresql(db_url: str) -> None:
                              error=None, now=12.0)
         assert store.due(now=1e12) == [] and store.counts() == {"delivered": 1}
         assert store.delete_webhook(hook.id) and store.webhooks() == []
+        # A row left pending with every attempt used (the limit lowered since) ends as failed.
+        hook = store.add_webhook(name="n", kind="generic", url="http://127.0.0.1:9/",
+                                 secret="s", events=["task.completed"])
+        store.enqueue(hook, "d-3", "task.completed", "t-3", "m",
+                      messages.event_body(messages.ping_event("d-3", None, 10.0)), 10.0)
+        notifier = Notifier(store, public_url=None, timeout_s=1, max_attempts=2, backoff_s=1,
+                            logger=logging.getLogger("test"))
+        notifier._attempt(store.due(now=10.0)[0])  # attempt 1: nothing listens on port 9
+        notifier.max_attempts, notifier.clock = 1, lambda: 1e12  # lowered; the retry is due
+        assert store.due(now=1e12)[0].attempts == 1
+        notifier.send_due()
+        assert store.counts() == {"delivered": 1, "failed": 1}
+        [d3] = store.deliveries(subject="t-3")
+        assert d3.attempts == 1 and d3.last_error == "无法连接接收方"  # not sent a second time
     finally:
         store.close()
 

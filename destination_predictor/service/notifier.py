@@ -170,6 +170,11 @@ class Notifier:
     def _attempt(self, d: Delivery) -> None:
         now = self.clock()
         attempt = d.attempts + 1
+        if attempt > self.max_attempts:  # fewer attempts configured since, or a crash mid-way
+            self.store.finish_attempt(d.id, delivered=False, gave_up=True, status=d.last_status,
+                                      answer=d.last_answer, error=d.last_error or "尝试次数已用完",
+                                      now=now)
+            return
         if not self.store.begin_attempt(d, now, now + self.retry_delay(attempt)):
             return
         hook = self.store.webhook(d.webhook_id)
