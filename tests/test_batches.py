@@ -1,7 +1,8 @@
 """Batches (service.batches, /api/batch): several files as one unit through the
 same bounded pool, refusals per file, one zip, cancel, and the batch's end
 reported once -- also across a restart. Jobs are a controllable FakeRunner
-here; the real engine in child processes is test_batches_live.py's."""
+here; the real engine in child processes is test_batches_live.py's and
+test_console_batches.py's."""
 
 from __future__ import annotations
 
