@@ -187,3 +187,11 @@ def test_a_batch_unfinished_at_shutdown_is_reported_once_after_restart(
     ends = [line for line in log.splitlines()
             if "event=batch.finished" in line and batch_id in line]
     assert len(ends) == 2, ends  # once after the restart, once more after the simulated crash
+
+
+def test_a_full_disk_refuses_the_whole_batch(app_config: dict[str, Any], make_app: Any) -> None:
+    app_config.update(PREDICT_MIN_FREE_MB=10**12)
+    client = make_app(runner=FakeRunner(hold=False)).test_client()
+    r = start_batch(client, [(tiny_xlsx(), "a.xlsx"), (tiny_xlsx(), "b.xlsx")])
+    assert_error(r, 503, "DISK_FULL")
+    assert client.get("/api/tasks").get_json()["data"]["count"] == 0

@@ -8,7 +8,7 @@ and the same recovery as single tasks. What a batch adds:
   content, zip bomb, ...) still gets a task -- failed at once with the same
   code and Chinese reason -- so the batch shows it and the other files run;
   only refusals of the whole request (year, major, model, too many files, not
-  enough room in the queue) refuse the batch;
+  enough room in the queue, a full disk) refuse the batch;
 - room up front: a batch larger than the queue's free room is refused whole
   (503 ``QUEUE_FULL``, nothing started) instead of starting some files; a
   single start racing in between can still take the last places, and then
@@ -121,6 +121,9 @@ class Batches:
             raise ServiceError("TOO_MANY_FILES",
                                f"一次批量最多 {settings.max_batch_files} 个文件，本次有 {len(files)} 个")
         resolved = {y: self.manager.resolve_major(y, major) for y in sorted({f.year for f in files})}
+        if any(code == "DISK_FULL" for code, _ in self.manager.problems()):
+            raise ServiceError("DISK_FULL", "服务器数据目录空间不足，暂时无法接收新任务，请稍后再试或联系管理员",
+                               {"Retry-After": "60"})
         room = self.free_room()
         if len(files) > room:
             raise ServiceError(
