@@ -191,6 +191,7 @@ function metaText(task) {
   if (task.year) { bits.push(task.year + " 级"); }
   bits.push(task.major ? task.major : "全部专业");
   if (task.priority === "high") { bits.push("高优先级"); }
+  if (task.schedule_id) { bits.push("定时任务启动"); }
   bits.push("创建于 " + formatClock(task.created_at));
   if (task.status === "pending" && task.queue_position) { bits.push("排队第 " + task.queue_position + " 位"); }
   if (task.model_version) { bits.push("模型 " + task.model_version); }
