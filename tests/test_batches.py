@@ -195,3 +195,19 @@ def test_a_full_disk_refuses_the_whole_batch(app_config: dict[str, Any], make_ap
     r = start_batch(client, [(tiny_xlsx(), "a.xlsx"), (tiny_xlsx(), "b.xlsx")])
     assert_error(r, 503, "DISK_FULL")
     assert client.get("/api/tasks").get_json()["data"]["count"] == 0
+
+
+def test_a_batch_whose_task_records_are_gone_is_forgotten(fake_app: tuple[Flask, FakeRunner]) -> None:
+    app, runner = fake_app
+    runner.release.set()
+    client = app.test_client()
+    body = start_batch(client, [(tiny_xlsx(), "a.xlsx")]).get_json()["data"]
+    wait_batch(client, body["batch_id"])
+    batches = app.extensions["batches"]
+    assert batches.prune() == 0  # not while its task record exists
+    app.extensions["predict"].store.delete(body["task_ids"][0])  # the cleaner, after retention
+    deadline = time.monotonic() + 5
+    while batches.prune() == 0:  # once the batch's end has been reported
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert_error(client.get(f"/api/batch/status/{body['batch_id']}"), 404, "BATCH_NOT_FOUND")

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, BinaryIO
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, update
 
 from .errors import ServiceError
 from .jobs_db import batch_tasks, batches
@@ -59,6 +59,9 @@ BATCHES_KEY = "batches"
 
 BatchListener = Callable[[dict[str, Any]], None]
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+
+# How often the batch list forgets batches whose task records are all gone.
+PRUNE_INTERVAL_S = 3600.0
 
 # Entries of a zip that are not the user's files (macOS resource forks, Office lock files).
 _SKIPPED_PREFIXES = ("__MACOSX/",)
@@ -88,6 +91,7 @@ class Batches:
         self._lock = threading.Lock()
         self._reporting: set[str] = set()
         self._started = False
+        self._pruned_at: float | None = None
         manager.store.on_finished(self._task_finished)
 
     # --- listeners ------------------------------------------------------------
@@ -108,6 +112,22 @@ class Batches:
         self._started = True
         for batch_id in open_ids:
             self._check(batch_id)
+        self.prune()
+
+    def prune(self) -> int:
+        """Forget reported batches whose every task record is gone (the cleaner
+        deletes task records after ``PREDICT_RECORD_RETENTION_DAYS``); returns how many."""
+        self._pruned_at = time.monotonic()
+        with self.db.connect() as conn:
+            ids = [r.id for r in conn.execute(
+                select(batches.c.id).where(batches.c.reported_at.is_not(None)))]
+        gone = [i for i in ids if all(t is None for _, t in self._members(i))]
+        if gone:
+            with self.db.begin() as conn:
+                conn.execute(delete(batch_tasks).where(batch_tasks.c.batch_id.in_(gone)))
+                conn.execute(delete(batches).where(batches.c.id.in_(gone)))
+            log_event(self.log, "batch.pruned", None, batches=len(gone))
+        return len(gone)
 
     # --- creating --------------------------------------------------------------
 
@@ -212,6 +232,8 @@ class Batches:
 
     def list(self, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
+        if self._pruned_at is None or time.monotonic() - self._pruned_at > PRUNE_INTERVAL_S:
+            self.prune()
         with self.db.connect() as conn:
             rows = conn.execute(select(batches).order_by(batches.c.created_at.desc())
                                 .limit(limit)).all()
