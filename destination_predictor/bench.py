@@ -42,11 +42,11 @@ def cells_written(files: list[Path]) -> int:
     return total
 
 
-def _child(path: str, year: int, model_dir: str, plans_dir: str) -> None:
+def _child(path: str, year: int, model_dir: str, plans_dir: str, writers: int) -> None:
     t0 = time.perf_counter()
     from .engine import Engine
 
-    engine = Engine(model_dir, plans_dir)
+    engine = Engine(model_dir, plans_dir, write_processes=writers)
     t_load = time.perf_counter() - t0
     t_check = time.perf_counter()
     engine.check(path, year)  # what POST /api/task/validate does (in its own process)
@@ -92,10 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plans-dir", default=str(PROJECT / "plans"))
     p.add_argument("--baseline-students", type=int, default=20)
     p.add_argument("--work-dir", default=str(PROJECT / "bench-out"))
+    p.add_argument("--write-processes", type=int, default=None,
+                   help="processes writing one run's workbooks (default: the engine's)")
     p.add_argument("--child", nargs=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    from .engine.pipeline import DEFAULT_WRITE_PROCESSES
+
+    writers = args.write_processes or DEFAULT_WRITE_PROCESSES
     if args.child:
-        _child(args.child[0], args.year, args.model_dir, args.plans_dir)
+        _child(args.child[0], args.year, args.model_dir, args.plans_dir, writers)
         return 0
 
     from .demo.grades import make_grade_workbook
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         out = subprocess.run(
             [sys.executable, "-m", "destination_predictor.bench", "--child", str(wb),
              "--year", str(args.year), "--model-dir", args.model_dir,
-             "--plans-dir", args.plans_dir],
+             "--plans-dir", args.plans_dir, "--write-processes", str(writers)],
             capture_output=True, text=True, check=True, cwd=PROJECT,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         r["mb"] = wb.stat().st_size / 1e6
         rows.append(r)
 
+    print(f"write processes: {writers} (engine's limit: the CPUs this process may use)")
     print(f"{'students':>8} {'file MB':>8} {'read s':>7} {'predict s':>9} {'write s':>8} "
           f"{'run s':>7} {'load s':>7} {'e2e s':>7} {'check s':>8} {'peak MB':>8}")
     for r in rows:

@@ -14,6 +14,7 @@ from .engine import Engine, PredictConfig, PredictionError, RunResult
 from .engine.categories import load_category_map
 from .engine.check import CheckReport, check_workbook
 from .engine.grades import ROLE_NAMES
+from .engine.pipeline import DEFAULT_WRITE_PROCESSES
 
 DEMO_NOTICE = ("注意: 正在使用自带的演示模型（合成数据训练），预测结果不代表真实学生的去向；"
                "真实使用请用 --model-dir 指向真实模型")
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="只检查成绩文件（表头、各专业人数、跳过的行、培养方案覆盖、会被拒绝的原因），不预测、不写文件")
     p.add_argument("--legacy-columns", action="store_true",
                    help="原系统的做法：没有学号列时用第一列，没有专业列时每名学生按每个专业预测")
+    p.add_argument("--write-processes", type=int, default=DEFAULT_WRITE_PROCESSES,
+                   help="写结果工作簿的进程数（输出超过 50 万个单元格时才启用，不超过可用 CPU 数；"
+                        f"默认 {DEFAULT_WRITE_PROCESSES}）")
     return p
 
 
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         year = _year(args.year)
         if args.check:
             return _check(args, config, year)
-        engine = Engine(args.model_dir, args.plans_dir, args.category_map)
+        engine = Engine(args.model_dir, args.plans_dir, args.category_map,
+                        write_processes=args.write_processes)
         if engine.is_demo_model:
             print(DEMO_NOTICE, file=sys.stderr)
         result = engine.run(args.scores_file, year, major=args.major, config=config,

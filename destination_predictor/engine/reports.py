@@ -7,11 +7,19 @@ every column of ``Predictions`` into database tables. Extra information
 
 from __future__ import annotations
 
+import ctypes
 import math
+import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,8 @@ import pandas as pd
 import rustpy_xlsxwriter
 
 from .categories import BASE
-from .inverse import CEILING
+from .errors import PredictionCancelled
+from .inverse import CEILING, CancelToken
 from .results import MajorResult
 
 CURRENT_COLUMNS: tuple[str, ...] = (
@@ -204,31 +213,138 @@ def write_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> No
         raise
 
 
+# Below this many cells a second writing process costs more than it saves
+# (measured: forking and waiting is about 30 ms; the writer does about
+# 2-3 million cells per second per core).
+PARALLEL_MIN_CELLS = 500_000
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@dataclass(frozen=True)
+class _Book:
+    """One workbook to write: its file name, its size (to share the work out)
+    and how to build its sheets -- built when written, so nothing is held early."""
+
+    name: str
+    cells: int
+    sheets: Callable[[], list[tuple[str, pd.DataFrame]]]
+
+
+def _books(results: Sequence[MajorResult], year: int, prefix: str) -> list[_Book]:
+    """Every major's workbook, then ``_All`` (built again from the results: the
+    per-major frames are not kept for it)."""
+    # Work in "cells", weighted as measured: a missing-course row (two texts)
+    # costs about six numbers; _All's empty cells (other majors' courses) nothing.
+    books = []
+    for r in results:
+        n, missing = len(r.sids), sum(len(m) for m in r.missing)
+        cells = n * (21 + len(r.courses)) + (n * 27 + missing * 6 if r.thresholds else 0)
+        books.append(_Book(f"{prefix}Cohort{year}_Predictions_{r.code}.xlsx", cells,
+                           partial(major_sheets, r)))
+    books.append(_Book(f"{prefix}Cohort{year}_Predictions_All.xlsx",
+                       sum(len(r.sids) * (22 + len(r.courses)) for r in results),
+                       partial(_summary_sheets, results)))
+    return books
+
+
+def _summary_sheets(results: Sequence[MajorResult]) -> list[tuple[str, pd.DataFrame]]:
+    return [("Sheet1", summary_frame([(r.major, predictions_frame(r)) for r in results]))]
+
+
+def _share(books: list[_Book], processes: int) -> list[list[_Book]]:
+    """The books in ``processes`` groups of about equal cells (largest first to
+    the least loaded); the first group is the calling process's."""
+    if processes <= 1 or sum(b.cells for b in books) < PARALLEL_MIN_CELLS:
+        return [books]
+    groups: list[list[_Book]] = [[] for _ in range(min(processes, len(books)))]
+    load = [0] * len(groups)
+    for book in sorted(books, key=lambda b: -b.cells):
+        i = load.index(min(load))
+        groups[i].append(book)
+        load[i] += book.cells
+    return [g for g in groups if g]
+
+
+def _die_with_parent(parent: int) -> None:
+    """Be killed when the process that forked this one dies (a job killed on its
+    time limit runs no cleanup): Linux's PR_SET_PDEATHSIG; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
+
+
+def _write_group(books: list[_Book], staging: Path, conn: Connection, parent: int) -> None:
+    """A writing process's work: its books, then one message (None or the failure)."""
+    _die_with_parent(parent)
+    try:
+        for book in books:
+            write_workbook(staging / book.name, book.sheets())
+        conn.send(None)
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        conn.send((getattr(exc, "errno", None), traceback.format_exc()))
+    finally:
+        conn.close()
+
+
 def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
-                  prefix: str = "") -> list[Path]:
+                  prefix: str = "", *, processes: int = 1,
+                  cancel: CancelToken | None = None) -> list[Path]:
     """Every major's workbook, then ``_All``; staged, then moved in: a failed run leaves nothing.
 
-    Returns the final paths in that order.
+    With ``processes`` > 1 and at least ``PARALLEL_MIN_CELLS`` to write, the
+    workbooks are shared among that many processes: this one and forked
+    children, which inherit the results (copy-on-write, nothing is sent), its
+    priority and its memory limit. ``cancel`` is checked between workbooks and
+    while the children run; cancelling stops them. Returns the final paths, in
+    the order above.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    books = _books(results, year, prefix)
+    children: list[tuple[BaseProcess, Connection]] = []
     try:
-        names: list[str] = []
-        pred_frames = []
-        for r in results:
-            sheets = major_sheets(r)
-            pred_frames.append((r.major, sheets[0][1]))
-            name = f"{prefix}Cohort{year}_Predictions_{r.code}.xlsx"
-            write_workbook(staging / name, sheets)
-            names.append(name)
-        all_name = f"{prefix}Cohort{year}_Predictions_All.xlsx"
-        write_workbook(staging / all_name, [("Sheet1", summary_frame(pred_frames))])
-        names.append(all_name)
+        mine, *others = _share(books, processes)
+        fork = multiprocessing.get_context("fork")
+        for group in others:
+            receive, send = fork.Pipe(duplex=False)
+            proc = fork.Process(target=_write_group, args=(group, staging, send, os.getpid()),
+                                name="write-reports", daemon=True)
+            proc.start()
+            send.close()
+            children.append((proc, receive))
+        for book in mine:
+            _check(cancel)
+            write_workbook(staging / book.name, book.sheets())
+        for proc, receive in children:
+            while not receive.poll(0.05):
+                _check(cancel)
+                if not proc.is_alive() and not receive.poll():
+                    raise RuntimeError(f"写结果文件的子进程意外退出（退出码 {proc.exitcode}）")
+            failure = receive.recv()
+            if failure is not None:
+                code, text = failure
+                if code is not None:
+                    raise OSError(code, f"写结果文件失败：{text}")
+                raise RuntimeError(f"写结果文件失败：{text}")
         final = []
-        for name in names:
-            target = out_dir / name
-            (staging / name).replace(target)
+        for book in books:
+            target = out_dir / book.name
+            (staging / book.name).replace(target)
             final.append(target)
         return final
     finally:
+        for proc, receive in children:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+            receive.close()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise PredictionCancelled()

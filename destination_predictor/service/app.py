@@ -156,9 +156,13 @@ def _make_runner(settings: Any, engine: Any) -> Runner:
 
 
 def engine_args(settings: Settings) -> EngineArgs:
+    # Writing processes are forked by a job's own process; in thread mode that
+    # would fork the whole service (its threads, sockets, locks), so one there.
+    writers = settings.write_processes if settings.execution == "process" else 1
     return EngineArgs(str(settings.model_dir), str(settings.plans_dir),
                       str(settings.category_map) if settings.category_map else None,
-                      max_cells=settings.max_cells, memory_mb=settings.job_memory_mb)
+                      max_cells=settings.max_cells, memory_mb=settings.job_memory_mb,
+                      write_processes=writers)
 
 
 def _load_engine(args: EngineArgs, logger: Any) -> tuple[Any, str | None]:

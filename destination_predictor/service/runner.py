@@ -56,12 +56,13 @@ class EngineArgs:
     category_map: str | None
     max_cells: int = DEFAULT_MAX_CELLS
     memory_mb: int = 0  # address-space limit of the job process; 0 = none
+    write_processes: int = 1  # processes writing one job's workbooks (forked by the job)
 
     def build(self) -> Any:
         from ..engine import Engine
 
         return Engine(self.model_dir, self.plans_dir, self.category_map,
-                      max_cells=self.max_cells)
+                      max_cells=self.max_cells, write_processes=self.write_processes)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..engine.excel import DEFAULT_MAX_CELLS
+from ..engine.pipeline import DEFAULT_WRITE_PROCESSES
 
 ENV_PREFIX = "PREDICT_"
 
@@ -102,6 +103,7 @@ class Settings:
     allow_anonymous: bool = setting(False, _flag)
     max_cells: int = setting(DEFAULT_MAX_CELLS, int, minimum=1)
     job_memory_mb: int = setting(6144, int, minimum=0)
+    write_processes: int = setting(DEFAULT_WRITE_PROCESSES, int, minimum=1)
     min_free_mb: float = setting(200.0, float, minimum=0.0)
     record_retention_days: float = setting(30.0, float, minimum=0.0)
     # Batches and schedules (service.batches, service.schedules): their records'
