@@ -350,7 +350,30 @@ def test_managing_webhooks_needs_the_token(app_config: dict[str, Any], make_app:
                        content_type="application/json")
     assert (lone.status_code, lone.json["code"]) == (400, "BAD_WEBHOOK")
     assert client.delete("/api/webhooks/nope", headers=bearer).status_code == 404
+    for body in ({"url": "https://elsewhere/"}, {"secret": "new"}, {"enabled": "no"},
+                 {"name": None}, {"events": []}):
+        r = client.patch(f"/api/webhooks/{hook['id']}", json=body, headers=bearer)
+        assert (r.status_code, r.json["code"]) == (400, "BAD_WEBHOOK"), body
     assert client.delete(f"/api/webhooks/{hook['id']}", headers=bearer).status_code == 200
+
+
+def test_a_disabled_webhook_hears_nothing_and_events_filter(
+        notify_app: tuple[FlaskClient, Any], receiver: Receiver) -> None:
+    client, _ = notify_app
+    off = add_hook(client, receiver.base + "/generic/ok", secret=SECRET, name="off")["webhook"]
+    failures = add_hook(client, receiver.base + "/generic/ok", secret=SECRET, name="failures",
+                        events=["task.failed"])["webhook"]
+    r = client.patch(f"/api/webhooks/{off['id']}", json={"enabled": False, "name": "停用"})
+    assert r.status_code == 200 and r.json["data"]["webhook"]["enabled"] is False
+    assert r.json["data"]["webhook"]["name"] == "停用"
+    run_task(client)
+    time.sleep(0.3)  # the listener queues at the task's end, before its status says completed
+    assert client.get("/api/webhook-deliveries").json["data"]["deliveries"] == []
+    client.patch(f"/api/webhooks/{off['id']}", json={"enabled": True})
+    run_task(client)
+    [d] = deliveries(client, settled)
+    assert d["webhook_id"] == off["id"] and d["state"] == "delivered"
+    assert failures["events"] == ["task.failed"]
 
 
 def test_without_a_token_only_the_server_itself_manages_webhooks(

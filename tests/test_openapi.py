@@ -435,8 +435,13 @@ def test_answers_of_every_route_conform(app_config: dict[str, Any], make_app: An
     k.call(c, "GET", "/api/webhooks", 200)
     k.call(c, "GET", "/api/webhook-deliveries", 200, query_string={"limit": "5"})
     k.call(c, "GET", "/api/webhook-deliveries", 400, "BAD_LIMIT", query_string={"limit": "0"})
+    k.call(c, "PATCH", "/api/webhooks/{webhook_id}", 200, webhook_id=hook["id"],
+           json={"enabled": False, "events": ["task.failed"]})
+    k.call(c, "PATCH", "/api/webhooks/{webhook_id}", 400, "BAD_WEBHOOK", webhook_id=hook["id"],
+           json={"url": "http://elsewhere/"})
     k.call(c, "DELETE", "/api/webhooks/{webhook_id}", 200, webhook_id=hook["id"])
     for method, template in (("DELETE", "/api/webhooks/{webhook_id}"),
+                             ("PATCH", "/api/webhooks/{webhook_id}"),
                              ("POST", "/api/webhooks/{webhook_id}/test")):
         k.call(c, method, template, 404, "WEBHOOK_NOT_FOUND", webhook_id="nope")
     k.call(c, "GET", "/api/webhooks", 403, "FORBIDDEN", environ_base={"REMOTE_ADDR": "10.0.0.1"})

@@ -166,6 +166,23 @@ class NotifyStore:
             row = conn.execute(webhooks.select().where(webhooks.c.id == webhook_id)).first()
         return _webhook(row) if row is not None else None
 
+    def update_webhook(self, webhook_id: str, *, name: str | None = None,
+                       events: Iterable[str] | None = None,
+                       enabled: bool | None = None) -> Webhook | None:
+        """Change what is given; None if there is no such webhook. Deliveries already
+        queued keep going (they were due before the change)."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = name
+        if events is not None:
+            values["events"] = json.dumps(list(events))
+        if enabled is not None:
+            values["enabled"] = enabled
+        if values:
+            with self.engine.begin() as conn:
+                conn.execute(webhooks.update().where(webhooks.c.id == webhook_id).values(**values))
+        return self.webhook(webhook_id)
+
     def delete_webhook(self, webhook_id: str) -> bool:
         """Its pending deliveries end as failed; the delivered ones stay as history."""
         with self.engine.begin() as conn:

@@ -5,7 +5,9 @@
 - ``POST /api/webhooks``: JSON ``{"url", "kind", "name", "secret", "events",
   "enabled"}``; a ``generic`` webhook without a secret gets a generated one,
   shown in this answer only;
-- ``DELETE /api/webhooks/<id>``; ``POST /api/webhooks/<id>/test``: queue a test message;
+- ``PATCH /api/webhooks/<id>``: JSON ``{"name", "events", "enabled"}`` (a new URL or
+  secret is a new webhook: delete and add); ``DELETE /api/webhooks/<id>``;
+  ``POST /api/webhooks/<id>/test``: queue a test message;
 - ``GET /api/webhook-deliveries``: the newest deliveries with their last answer
   (``limit``, ``subject`` = a task or batch id).
 
@@ -37,6 +39,7 @@ MAX_WEBHOOKS = 20
 MAX_URL_CHARS = 2000
 MAX_DELIVERIES = 200
 _FIELDS = {"url", "kind", "name", "secret", "events", "enabled"}
+_CHANGEABLE = {"name", "events", "enabled"}
 _KIND_NAMES = {"generic": "通用 Webhook", "dingtalk": "钉钉机器人", "wecom": "企业微信机器人",
                "feishu": "飞书机器人"}
 
@@ -120,6 +123,23 @@ def _events(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ServiceError("BAD_JSON", "请求体必须是 JSON 对象，例如 {\"kind\": \"dingtalk\", \"url\": \"https://…\"}")
+    nulls = sorted(k for k, v in body.items() if v is None)
+    if nulls:
+        raise _bad("不需要的字段请省略，不能为 null：" + "、".join(nulls[:5]))
+    return body
+
+
+def _enabled(body: dict[str, Any]) -> bool | None:
+    enabled = body.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise _bad("enabled 只能是 true 或 false")
+    return enabled
+
+
 @bp.get("/webhooks")
 def list_webhooks() -> tuple[Response, int]:
     hooks = current_notifier().store.webhooks()
@@ -128,9 +148,7 @@ def list_webhooks() -> tuple[Response, int]:
 
 @bp.post("/webhooks")
 def add_webhook() -> tuple[Response, int]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise ServiceError("BAD_JSON", "请求体必须是 JSON 对象，例如 {\"kind\": \"dingtalk\", \"url\": \"https://…\"}")
+    body = _json_object()
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise _bad("不认识的字段：" + "、".join(unknown[:5]))
@@ -141,9 +159,7 @@ def add_webhook() -> tuple[Response, int]:
     secret = _text(body, "secret", 200)
     if kind == "wecom" and secret:
         raise _bad("企业微信群机器人没有签名密钥（地址里的 key 就是凭据），请不要填写 secret")
-    enabled = body.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise _bad("enabled 只能是 true 或 false")
+    enabled = _enabled(body)
     events = _events(body.get("events"))
     name = _text(body, "name", 100) or _KIND_NAMES[kind]
     notifier = current_notifier()
@@ -153,7 +169,7 @@ def add_webhook() -> tuple[Response, int]:
     if kind == "generic" and not secret:
         secret = generated = secrets.token_urlsafe(32)
     hook = notifier.store.add_webhook(name=name, kind=kind, url=url, secret=secret,
-                                      events=events, enabled=enabled)
+                                      events=events, enabled=enabled is not False)
     data: dict[str, Any] = {"webhook": public_webhook(hook)}
     if generated:
         data["secret"] = generated  # shown once: the receiver needs it to check signatures
@@ -165,6 +181,22 @@ def _webhook(webhook_id: str) -> Webhook:
     if hook is None:
         raise ServiceError("WEBHOOK_NOT_FOUND", "没有这个 Webhook")
     return hook
+
+
+@bp.patch("/webhooks/<webhook_id>")
+def change_webhook(webhook_id: str) -> tuple[Response, int]:
+    hook = _webhook(webhook_id)
+    body = _json_object()
+    unknown = sorted(set(body) - _CHANGEABLE)
+    if unknown:
+        raise _bad("只能修改 name、events、enabled；地址或密钥变了请删除后重新添加（不认识或不能修改的字段："
+                   + "、".join(unknown[:5]) + "）")
+    events = _events(body["events"]) if "events" in body else None
+    changed = current_notifier().store.update_webhook(
+        hook.id, name=_text(body, "name", 100), events=events, enabled=_enabled(body))
+    if changed is None:  # deleted meanwhile
+        raise ServiceError("WEBHOOK_NOT_FOUND", "没有这个 Webhook")
+    return ok({"webhook": public_webhook(changed)})
 
 
 @bp.delete("/webhooks/<webhook_id>")
