@@ -26,7 +26,7 @@ FIELDS = [f.name for f in dataclasses.fields(Settings)]
 
 # Settings whose type says nothing about which other text is valid.
 OTHER_TEXT = {"execution": " Thread ", "api_token": "tok", "database_url": "sqlite:///x.sqlite3",
-              "schedule_timezone": "Europe/Berlin"}
+              "schedule_timezone": "Europe/Berlin", "child_idle": "0"}
 
 
 def other_value(f: dataclasses.Field[Any], tmp_path: Path) -> str:
