@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import multiprocessing
 import os
 import shutil
 import signal
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from functools import partial
 from itertools import chain
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
@@ -348,17 +346,39 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _write_group(books: list[_Book], staging: Path, conn: Connection, parent: int) -> None:
-    """A writing process's work: its books, then one message (None or the failure)."""
-    _die_with_parent(parent)
-    try:
-        for book in books:
-            write_workbook(staging / book.name, book.sheets())
-        conn.send(None)
-    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
-        conn.send((getattr(exc, "errno", None), traceback.format_exc()))
+def _fork_writer(books: list[_Book], staging: Path) -> tuple[int, Connection]:
+    """Fork a process that writes ``books`` into ``staging`` and sends one message
+    (None, or the failure's errno and traceback); returns its pid and the pipe.
+
+    A plain ``os.fork``: the job process that calls this is itself a daemonic
+    multiprocessing child, which multiprocessing forbids to start children."""
+    parent = os.getpid()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        return pid, Connection(read_fd, writable=False)
+    try:  # the child: never returns into the caller's stack
+        os.close(read_fd)
+        _die_with_parent(parent)
+        conn = Connection(write_fd, readable=False)
+        try:
+            for book in books:
+                write_workbook(staging / book.name, book.sheets())
+            conn.send(None)
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+            conn.send((getattr(exc, "errno", None), traceback.format_exc()))
     finally:
-        conn.close()
+        os._exit(0)
+
+
+def _stop_writer(pid: int) -> None:
+    """Kill a writing child if it still runs, and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
 
 
 def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
@@ -376,26 +396,21 @@ def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     books = _books(results, year, prefix)
-    children: list[tuple[BaseProcess, Connection]] = []
+    children: list[tuple[int, Connection]] = []
     try:
         mine, *others = _share(books, processes)
-        fork = multiprocessing.get_context("fork")
         for group in others:
-            receive, send = fork.Pipe(duplex=False)
-            proc = fork.Process(target=_write_group, args=(group, staging, send, os.getpid()),
-                                name="write-reports", daemon=True)
-            proc.start()
-            send.close()
-            children.append((proc, receive))
+            children.append(_fork_writer(group, staging))
         for book in mine:
             _check(cancel)
             write_workbook(staging / book.name, book.sheets())
-        for proc, receive in children:
+        for _pid, receive in children:
             while not receive.poll(0.05):
                 _check(cancel)
-                if not proc.is_alive() and not receive.poll():
-                    raise RuntimeError(f"写结果文件的子进程意外退出（退出码 {proc.exitcode}）")
-            failure = receive.recv()
+            try:
+                failure = receive.recv()
+            except EOFError:  # it died without a word (killed, out of memory)
+                raise RuntimeError("写结果文件的子进程意外退出") from None
             if failure is not None:
                 code, text = failure
                 if code is not None:
@@ -408,10 +423,8 @@ def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
             final.append(target)
         return final
     finally:
-        for proc, receive in children:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+        for pid, receive in children:
+            _stop_writer(pid)
             receive.close()
         shutil.rmtree(staging, ignore_errors=True)
 
