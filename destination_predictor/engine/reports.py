@@ -188,8 +188,7 @@ def summary_sheet(results: Sequence[MajorResult]) -> Sheet:
 
 
 def _arrow_types(frame: pd.DataFrame) -> list[pa.DataType]:
-    return [pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False).field(i).type
-            for i in range(frame.shape[1])]
+    return list(pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False).types)
 
 
 def summary_frame(frames: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
