@@ -31,9 +31,13 @@ MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture
-def app_config(tmp_path: Path) -> dict[str, Any]:
-    """The mapping ``make_app`` gives ``create_app``; tests may change it before building."""
-    return {
+def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The mapping ``make_app`` gives ``create_app``; tests may change it before building.
+
+    ``PREDICT_TEST_TASKS_DB=postgresql`` in the environment runs the same tests
+    with the task records on PostgreSQL (a fresh database per test), e.g.
+    ``PREDICT_TEST_TASKS_DB=postgresql pytest tests/test_http_api.py``."""
+    config: dict[str, Any] = {
         "TESTING": True,
         "PREDICT_DATA_DIR": tmp_path / "data",
         "PREDICT_MODEL_DIR": MODELS_DIR,
@@ -42,6 +46,10 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
         "PREDICT_CLEAN_INTERVAL_S": 3600,
         "PREDICT_API_TOKEN": "",
     }
+    if os.environ.get("PREDICT_TEST_TASKS_DB") == "postgresql":
+        server: PgServer = request.getfixturevalue("pg")
+        config["PREDICT_TASKS_DB_URL"] = server.create_database(next_database_name("tasks"))
+    return config
 
 
 @pytest.fixture

@@ -232,3 +232,19 @@ def test_exclusive_use_is_refused_while_held_and_free_once_the_holder_is_killed(
 def test_the_shared_store_refuses_sqlite(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="PostgreSQL"):
         SharedTaskStore(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+
+
+@pytest.mark.slow
+def test_an_embedded_service_on_postgres_holds_its_task_database(
+        pg_url: str, app_config: dict[str, object], make_app: Callable[..., object],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two services with their own pools on one task database would each re-queue
+    the other's running tasks at start-up: the second one is refused."""
+    app_config["PREDICT_TASKS_DB_URL"] = pg_url
+    first = make_app()
+    assert type(first.extensions["predict"].store) is SharedTaskStore  # type: ignore[attr-defined]
+    other = dict(app_config, PREDICT_DATA_DIR=tmp_path / "other")
+    from destination_predictor.service import create_app, shared_store
+    monkeypatch.setattr(shared_store, "LOCK_WAIT_S", 0.5)
+    with pytest.raises(DataDirInUse):
+        create_app(other)

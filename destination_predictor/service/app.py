@@ -13,6 +13,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -45,7 +46,9 @@ from .recovery import recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
 from .schedules import SCHEDULES_KEY, Scheduler
 from .settings import SETTING_NAMES, Settings, load_settings
-from .store import TaskStore
+from .shared_store import SharedTaskStore
+from .store import BaseTaskStore, TaskStore
+from .task_tables import resolve_tasks_url
 
 # Room for the other form fields around the file itself.
 _FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -75,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     settings = dataclasses.replace(settings, plans_dir=plan_store.effective_dir)
     engine, engine_error = _load_engine(engine_args(settings), logger)
 
-    store = TaskStore(settings.db_path)
+    store = open_task_store(settings)
     runner = runner or _make_runner(settings, engine)
     cache = ResultCache(store, settings.results_dir, logger)
     executor = TaskExecutor(
@@ -137,6 +140,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     scheduler.start()
     notifier.start()
     batches.on_batch_finished(notifier.batch_finished)  # one notification per batch
+    store.start()  # the shared store drains task endings made elsewhere (no-op embedded)
     # Last, once every on_batch_finished listener is wired: batches that ended
     # while the service was down (or during recovery) are reported now.
     batches.start()
@@ -146,6 +150,18 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
               recovery_failed=len(report.failed), staging_removed=report.removed_staging,
               model_loaded=engine is not None)
     return app
+
+
+def open_task_store(settings: Settings) -> BaseTaskStore:
+    """The embedded store (SQLite in the data dir, in-memory index) unless
+    ``PREDICT_TASKS_DB_URL`` names PostgreSQL; with the embedded pool that
+    store is held exclusively (one service per task database)."""
+    if settings.tasks_db_url is None:
+        return TaskStore(settings.db_path)
+    url = resolve_tasks_url(settings.tasks_db_url)
+    if url.get_backend_name() == "sqlite":
+        return TaskStore(Path(str(url.database)).expanduser().resolve())
+    return SharedTaskStore(settings.tasks_db_url, exclusive=True)
 
 
 def _make_runner(settings: Any, engine: Any) -> Runner:

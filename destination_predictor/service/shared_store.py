@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 # every process that may open it; "predtask" in ASCII).
 _EXCLUSIVE_LOCK_KEY = 0x7072656474736B
 _DRAIN_BATCH = 100
+# How long an exclusive store waits for the lock: on a graceful reload gunicorn
+# starts the new worker before the old one has stopped (as ``store._ProcessLock``).
+LOCK_WAIT_S = 60.0
 
 
 class StoreUnavailable(ServiceError):
@@ -64,7 +67,7 @@ class StoreUnavailable(ServiceError):
 class SharedTaskStore(BaseTaskStore):
     """The same methods as ``store.TaskStore``, every one a database round trip."""
 
-    def __init__(self, url: str, *, exclusive: bool = False, lock_wait_s: float = 60.0,
+    def __init__(self, url: str, *, exclusive: bool = False, lock_wait_s: float | None = None,
                  drain_interval_s: float = 1.0) -> None:
         super().__init__()
         self._engine: Engine = open_tasks_db(url)
@@ -73,7 +76,8 @@ class SharedTaskStore(BaseTaskStore):
             raise ValueError("the shared task store needs PostgreSQL")
         self._lock_conn: Connection | None = None
         if exclusive:
-            self._lock_conn = _take_exclusive(self._engine, lock_wait_s)
+            self._lock_conn = _take_exclusive(
+                self._engine, LOCK_WAIT_S if lock_wait_s is None else lock_wait_s)
         self._drain_interval_s = drain_interval_s
         self._stop = threading.Event()
         self._drainer: threading.Thread | None = None
