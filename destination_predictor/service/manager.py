@@ -26,6 +26,7 @@ from .. import __version__
 from ..engine.options import PredictConfig
 from .cache import ResultCache, cache_key
 from .cleaner import Cleaner
+from .dispatch import QueueUnavailable
 from .errors import ServiceError
 from .executor import NotCancellable, QueueFull, TaskExecutor
 from .logging_setup import close_logger, log_event
@@ -146,11 +147,12 @@ class TaskManager:
             return cached
         try:
             self.executor.submit(task)
-        except QueueFull:
+        except QueueFull as exc:
             self.store.delete(task.id)
             discard_upload(saved)
-            log_event(self.log, "task.refused", task.id, logging.WARNING, code="QUEUE_FULL")
-            raise _queue_full() from None
+            refusal = exc.refusal() if isinstance(exc, QueueUnavailable) else _queue_full()
+            log_event(self.log, "task.refused", task.id, logging.WARNING, code=refusal.code)
+            raise refusal from None
         return task
 
     def validate(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,

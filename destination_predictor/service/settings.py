@@ -128,6 +128,9 @@ class Settings:
     # index, one service per data dir; postgresql://... = the records shared by
     # several processes, the database read for every answer (service.shared_store).
     tasks_db_url: str | None = setting(None, _optional_text)
+    # The distributed mode (issue 12): unset = the embedded pool; redis://host:port/db
+    # = tasks dispatched as RQ jobs to ``python -m destination_predictor.worker``.
+    queue_url: str | None = setting(None, _optional_text)
 
     @property
     def uploads_dir(self) -> Path:

@@ -100,6 +100,11 @@ class SharedTaskStore(BaseTaskStore):
         self.release_data_dir()
         self._engine.dispose()
 
+    def after_fork(self) -> None:
+        """In a child forked from this process (an RQ work horse): open new
+        connections, never use the parent's sockets."""
+        self._engine.dispose(close=False)
+
     def release_data_dir(self) -> None:
         """Let another service take the store (the advisory lock) now."""
         if self._lock_conn is not None:

@@ -1,0 +1,202 @@
+"""The distributed mode with real processes (issue 12): redis-server, the
+suite's PostgreSQL, two API instances (``python async_api_server.py``) and
+two worker commands (``python -m destination_predictor.worker``, one RQ
+worker each) on one shared data dir. The tests run in order on one cluster
+and each leaves it whole for the next: the contract across instances, cancel
+of a running job, ``kill -9`` of a worker mid-job, ``kill -9`` of an API
+instance, and Redis stopped for 10 s while tasks wait for workers that are
+down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from support.cluster import (
+    RedisServer,
+    WorkerCommand,
+    alive,
+    api_instance,
+    cluster_env,
+    describe,
+    need_redis,
+    rq_workers,
+    status,
+    upload,
+    wait_status,
+)
+from support.live_server import LiveServer
+from support.pg import PgServer, next_database_name
+from support.service import grade_workbook
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    apis: list[LiveServer]
+    workers: list[WorkerCommand]
+    data: Path
+    small: Path   # 1,000 students: well under a second of work
+    big: Path     # 4,000 students: a few seconds, long enough to act on mid-run
+    files: Path
+
+    def fresh(self, seed: int, students: int = 300) -> Path:
+        """A workbook no task has had yet (the result cache would answer a repeat)."""
+        return grade_workbook(self.files / f"成绩 {seed}.xlsx", students, seed=seed)
+
+    def api_logs(self) -> str:
+        return "".join(p.read_text(errors="replace")
+                       for p in self.data.glob("async_api_*.log"))
+
+    def worker_logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.data.glob("worker_*.log"))
+
+
+def wait_workers(url: str, count: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while len(rq_workers(url)) != count:
+        assert time.monotonic() < deadline, f"RQ workers: {rq_workers(url)}"
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def cluster(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("cluster")
+    files = tmp_path_factory.mktemp("cluster-files")
+    small = grade_workbook(files / "成绩 1000.xlsx", 1000, seed=11)
+    big = grade_workbook(files / "成绩 4000.xlsx", 4000, seed=12)
+    redis_server = RedisServer(need_redis(), root / "redis").start()
+    db = pg.create_database(next_database_name("cluster"))
+    env = cluster_env(redis_server.url, db, {"PREDICT_JOBS_DATABASE_URL": db,
+                                             "PREDICT_WEBHOOK_DATABASE_URL": db})
+    data = root / "data"
+    apis = [api_instance(data, env, root / "logs") for _ in range(2)]
+    workers = [WorkerCommand(data, env, root / "logs", name=f"worker{i}") for i in range(2)]
+    try:
+        for api in apis:  # one after the other: each creates missing tables at start
+            api.start()
+        for w in workers:
+            w.start()
+        wait_workers(redis_server.url, 2)
+        yield Cluster(redis_server, apis, workers, data, small, big, files)
+    finally:
+        for w in workers:
+            w.stop()
+        for api in apis:
+            api.stop()
+        redis_server.stop()
+
+
+def test_one_instance_accepts_the_other_serves_progress_and_files(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    resp = upload(a.base, cluster.small)
+    assert resp.status_code in (200, 202), resp.text
+    task_id = resp.json()["data"]["task_id"]
+    seen: list[int] = []
+    done = wait_status(b.base, task_id,
+                       lambda d: seen.append(d["progress"]) or d["status"] in ("completed", "failed"))
+    assert done["status"] == "completed", done
+    assert seen == sorted(seen)  # progress never goes back, whichever instance answers
+    assert status(a.base, task_id) == done
+    name = done["result_files"][0]
+    whole = requests.get(f"{a.base}/api/task/result/{task_id}/{name}", timeout=30)
+    part = requests.get(f"{b.base}/api/task/result/{task_id}/{name}",
+                        headers={"Range": "bytes=0-99"}, timeout=30)
+    assert whole.status_code == 200 and part.status_code == 206
+    assert part.content == whole.content[:100] and whole.headers["ETag"] == part.headers["ETag"]
+    listed = requests.get(f"{b.base}/api/tasks", timeout=10).json()["data"]["tasks"]
+    assert task_id in [t["id"] for t in listed]
+    assert f"event=task.completed task_id={task_id}" in cluster.worker_logs()
+
+
+def test_a_running_job_is_cancelled_through_the_other_instance(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    task_id = upload(a.base, cluster.big).json()["data"]["task_id"]
+    wait_status(a.base, task_id, lambda d: d["status"] == "running", timeout=60)
+    resp = requests.post(f"{b.base}/api/task/{task_id}/cancel", timeout=10)
+    assert resp.status_code == 200, resp.text
+    end = wait_status(a.base, task_id, lambda d: d["status"] != "running", timeout=60)
+    assert (end["status"], end["cancelled"], end["error_code"]) == ("failed", True, "CANCELLED")
+    assert not list((cluster.data / "results").glob(f"{task_id}_*"))
+
+
+def test_kill9_of_a_worker_mid_job_runs_the_task_once_on_the_other(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    task_id = upload(a.base, cluster.big).json()["data"]["task_id"]
+    wait_status(b.base, task_id, lambda d: d["status"] == "running", timeout=60)
+    deadline = time.monotonic() + 10
+    owner = None
+    while owner is None:
+        pids = {w["pid"] for w in rq_workers(cluster.redis.url)
+                if (w["job"] or "").startswith(task_id)}
+        owner = next((w for w in cluster.workers if pids & set(w.descendants())), None)
+        assert owner is not None or time.monotonic() < deadline, rq_workers(cluster.redis.url)
+    assert status(b.base, task_id)["status"] == "running"
+    below = owner.kill9()
+    killed_at = time.monotonic()
+    time.sleep(1.0)
+    survivors = [describe(p) for p in below if alive(p)]
+    assert not survivors  # its RQ worker and the job died with it
+    done = wait_status(b.base, task_id, lambda d: d["status"] in ("completed", "failed"),
+                       timeout=90)
+    took = time.monotonic() - killed_at
+    assert done["status"] == "completed", done
+    assert took < 60, took  # heartbeat TTL (10 s) + a reconcile round + the run itself
+    assert f"event=task.requeued task_id={task_id}" in cluster.api_logs()
+    assert cluster.worker_logs().count(f"event=task.completed task_id={task_id}") == 1
+    owner.start()
+    wait_workers(cluster.redis.url, 2)
+
+
+def test_kill9_of_an_api_instance_leaves_every_task_to_the_other(cluster: Cluster) -> None:
+    a, b = cluster.apis
+    accepted_by_a = [upload(a.base, cluster.fresh(seed)).json()["data"]["task_id"]
+                     for seed in (101, 102)]
+    a.kill9()
+    for task_id in accepted_by_a:
+        done = wait_status(b.base, task_id, lambda d: d["status"] in ("completed", "failed"))
+        assert done["status"] == "completed"
+        name = done["result_files"][0]
+        assert requests.get(f"{b.base}/api/task/result/{task_id}/{name}",
+                            timeout=30).status_code == 200
+    a.start()
+
+
+def test_redis_down_for_10s_refuses_new_work_and_loses_nothing(cluster: Cluster) -> None:
+    """Workers down (killed), two tasks accepted and waiting, then Redis stops
+    for 10 s -- its queue is gone with it. New tasks get 503 QUEUE_UNAVAILABLE,
+    statuses still answer; once Redis and the workers are back, the waiting
+    tasks are dispatched again from their records and run."""
+    a, b = cluster.apis
+    for w in cluster.workers:
+        w.kill9()
+    waiting = [upload(a.base, cluster.fresh(201)).json()["data"]["task_id"],
+               upload(b.base, cluster.fresh(202), priority="high").json()["data"]["task_id"]]
+    for task_id in waiting:
+        assert status(a.base, task_id)["status"] == "pending"
+    cluster.redis.stop()
+    stopped = time.monotonic()
+    for api in (a, b):
+        refused = upload(api.base, cluster.fresh(203))
+        assert refused.status_code == 503 and refused.json()["code"] == "QUEUE_UNAVAILABLE"
+        assert status(api.base, waiting[0])["status"] == "pending"
+    time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+    cluster.redis.start()
+    for w in cluster.workers:
+        w.start()
+    for task_id in waiting:
+        done = wait_status(b.base, task_id, lambda d: d["status"] in ("completed", "failed"),
+                           timeout=120)
+        assert done["status"] == "completed", done
+    logs = cluster.api_logs()
+    assert all(f"event=task.redispatched task_id={t}" in logs for t in waiting)
+    accepted = upload(a.base, cluster.fresh(204))
+    assert accepted.status_code in (200, 202), accepted.text
+    assert wait_status(b.base, accepted.json()["data"]["task_id"],
+                       lambda d: d["status"] in ("completed", "failed"))["status"] == "completed"
