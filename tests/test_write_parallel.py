@@ -164,3 +164,28 @@ def test_a_writing_child_dies_with_a_job_killed_midway(results, tmp_path) -> Non
         time.sleep(0.05)
     else:
         pytest.fail("the writing child outlived its job")
+
+
+def _write_in_daemon(results, out: Path, conn) -> None:
+    reports.PARALLEL_MIN_CELLS = 0
+    try:
+        conn.send([p.name for p in reports.write_reports(results, 2024, out, processes=2)])
+    except BaseException as exc:  # noqa: BLE001 - the test shows it
+        conn.send(repr(exc))
+
+
+def test_a_job_process_that_is_a_daemon_can_share_its_writing(results, tmp_path) -> None:
+    # The service's job processes are daemonic multiprocessing children, which
+    # multiprocessing forbids to start children of their own.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    receive, send = ctx.Pipe(duplex=False)
+    job = ctx.Process(target=_write_in_daemon, args=(results, tmp_path / "out", send),
+                      daemon=True)
+    job.start()
+    assert receive.poll(60)
+    names = receive.recv()
+    job.join()
+    assert isinstance(names, list), names
+    assert sorted(names) == sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pandas as pd
+import pyarrow as pa
 import pytest
 import xlsxwriter
 from python_calamine import CalamineWorkbook
@@ -23,6 +24,7 @@ from support.paths import DEMO_MODELS_DIR, REPO
 
 from destination_predictor.demo.grades import make_grade_workbook
 from destination_predictor.engine import Engine, reports
+from destination_predictor.engine.inverse import CEILING
 from destination_predictor.engine.reports import MAX_CELL_TEXT, write_workbook
 
 PLANS = REPO / "plans"
@@ -39,6 +41,19 @@ def legacy_write_workbook(path: Path, sheets: list[tuple[str, pd.DataFrame]]) ->
                                 start=1):
             ws.write_row(i, 0, row)
     wb.close()
+
+
+def legacy_missing_frame(r) -> pd.DataFrame:
+    """MissingCoursesScores as one frame, as it was built before it was streamed."""
+    sid_col, course_col, t1_col, t2_col = [], [], [], []
+    for sid, t, miss in zip(r.sids, r.thresholds, r.missing, strict=True):
+        n = len(miss)
+        sid_col += [sid] * n
+        course_col += miss
+        t1_col += [t.s1 if t.s1 < CEILING else math.nan] * n
+        t2_col += [t.s2 if t.s2 < CEILING else math.nan] * n
+    return pd.DataFrame({"SNH": sid_col, "Course_Name": course_col,
+                         "target1_score": t1_col, "target2_score": t2_col})
 
 
 def cells(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -81,6 +96,7 @@ def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     engine = Engine(DEMO_MODELS_DIR, PLANS)
     mp = pytest.MonkeyPatch()
     mp.setattr("destination_predictor.engine.pipeline.write_reports", capture)
+    mp.setattr(reports, "MISSING_BATCH", 7)  # many batches, some with no missing course
     try:
         run = engine.run(grades, 2024, out_dir=root / "new")
     finally:
@@ -89,7 +105,8 @@ def cohort_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     old.mkdir()
     frames = []
     for path, r in zip(run.files, captured, strict=False):
-        sheets = reports.major_sheets(r)
+        sheets = [(name, legacy_missing_frame(r) if name == "MissingCoursesScores" else sheet)
+                  for name, sheet in reports.major_sheets(r)]
         frames.append((r.major, sheets[0][1]))
         legacy_write_workbook(old / path.name, sheets)
     legacy_write_workbook(old / run.files[-1].name, [("Sheet1", reports.summary_frame(frames))])
@@ -155,3 +172,14 @@ def test_repeated_labels_and_overlong_text_are_written_as_the_old_writer_did(tmp
     assert list(back.columns) == ["SNH", "grade", "grade.1", "note"]
     assert back.iloc[0].tolist()[:3] == ["s1", 3, 4]
     assert back.iloc[0, 3] == "x" * MAX_CELL_TEXT
+
+
+def test_a_streamed_sheet_is_cut_to_excels_limit_too(tmp_path) -> None:
+    schema = pa.schema([("SNH", pa.string()), ("n", pa.float64())])
+    batches = [pa.record_batch([pa.array(["短", "长" * (MAX_CELL_TEXT + 5)]),
+                                pa.array([1.0, None])], schema=schema),
+               pa.record_batch([pa.array(["=1+1"]), pa.array([2.5])], schema=schema)]
+    path = tmp_path / "s.xlsx"
+    write_workbook(path, [("S", pa.RecordBatchReader.from_batches(schema, iter(batches)))])
+    rows = CalamineWorkbook.from_path(str(path)).get_sheet_by_name("S").to_python()
+    assert rows == [["SNH", "n"], ["短", 1.0], ["长" * MAX_CELL_TEXT, ""], ["=1+1", 2.5]]

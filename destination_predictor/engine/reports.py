@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import ctypes
 import math
-import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import rustpy_xlsxwriter
 
 from .categories import BASE
@@ -89,22 +90,36 @@ def thresholds_frame(r: MajorResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(THRESHOLD_COLUMNS))
 
 
-def missing_frame(r: MajorResult) -> pd.DataFrame:
+MISSING_SCHEMA = pa.schema([("SNH", pa.string()), ("Course_Name", pa.string()),
+                            ("target1_score", pa.float64()), ("target2_score", pa.float64())])
+# Students per batch of the MissingCoursesScores stream (about 25 rows each).
+MISSING_BATCH = 2_000
+
+
+def missing_sheet(r: MajorResult) -> pa.RecordBatchReader:
+    """MissingCoursesScores as a stream: one row per (student, missing course),
+    built ``MISSING_BATCH`` students at a time while the writer writes, so the
+    longest sheet is never held whole (it has about 25 rows per student)."""
     assert r.thresholds is not None
-    sid_col: list[str] = []
-    course_col: list[str] = []
-    t1_col: list[float] = []
-    t2_col: list[float] = []
-    for sid, t, miss in zip(r.sids, r.thresholds, r.missing, strict=True):
-        if not miss:
-            continue
-        n = len(miss)
-        sid_col += [sid] * n
-        course_col += miss
-        t1_col += [t.s1 if t.s1 < CEILING else math.nan] * n
-        t2_col += [t.s2 if t.s2 < CEILING else math.nan] * n
-    return pd.DataFrame({"SNH": sid_col, "Course_Name": course_col,
-                         "target1_score": t1_col, "target2_score": t2_col})
+    thresholds, missing, sids = r.thresholds, r.missing, r.sids
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for lo in range(0, len(sids), MISSING_BATCH):
+            hi = min(lo + MISSING_BATCH, len(sids))
+            counts = np.array([len(m) for m in missing[lo:hi]])
+            if not counts.sum():
+                continue
+            t = thresholds[lo:hi]
+            s1 = np.array([x.s1 if x.s1 < CEILING else np.nan for x in t], dtype=float)
+            s2 = np.array([x.s2 if x.s2 < CEILING else np.nan for x in t], dtype=float)
+            yield pa.record_batch([
+                pa.array(np.repeat(np.array(sids[lo:hi], dtype=object), counts), pa.string()),
+                pa.array(list(chain.from_iterable(missing[lo:hi])), pa.string()),
+                pa.array(np.repeat(s1, counts), from_pandas=True),   # NaN -> empty cell
+                pa.array(np.repeat(s2, counts), from_pandas=True),
+            ], schema=MISSING_SCHEMA)
+
+    return pa.RecordBatchReader.from_batches(MISSING_SCHEMA, batches())
 
 
 def reachability_frame(r: MajorResult) -> pd.DataFrame:
@@ -127,15 +142,53 @@ def _flag(v: bool | None) -> float:
     return math.nan if v is None else (1.0 if v else 0.0)
 
 
-def major_sheets(r: MajorResult) -> list[tuple[str, pd.DataFrame]]:
-    sheets = [("Predictions", predictions_frame(r))]
+Sheet = pd.DataFrame | pa.RecordBatchReader  # a frame, or a stream of row batches
+
+
+def major_sheets(r: MajorResult) -> list[tuple[str, Sheet]]:
+    """One major's sheets in the legacy order; the extra sheet after them."""
+    sheets: list[tuple[str, Sheet]] = [("Predictions", predictions_frame(r))]
     if r.thresholds is not None:
         sheets.append(("UniformThresholds", thresholds_frame(r)))
-        miss = missing_frame(r)
-        if len(miss):
-            sheets.append(("MissingCoursesScores", miss))
+        if any(r.missing):
+            sheets.append(("MissingCoursesScores", missing_sheet(r)))
         sheets.append(("Reachability", reachability_frame(r)))
     return sheets
+
+
+def summary_sheet(results: Sequence[MajorResult]) -> Sheet:
+    """The ``_All`` sheet as a stream: each major's Predictions frame is built
+    when the writer reaches it and dropped after, instead of every frame being
+    built and concatenated first. Same columns and cells as ``summary_frame``
+    (the union in order of appearance; a major lacks the others' courses)."""
+    if not results:
+        return pd.DataFrame()
+    first = predictions_frame(results[0])
+    if not first.columns.is_unique:  # a plan course named like a fixed column: pandas' way
+        return summary_frame([(r.major, predictions_frame(r)) for r in results])
+    columns: dict[str, pa.DataType] = {}
+    for r in results:
+        frame = first if r is results[0] else predictions_frame(r)
+        for name, arrow in zip(frame.columns, _arrow_types(frame), strict=True):
+            columns.setdefault(name, arrow)
+        columns.setdefault("Major", pa.string())
+    schema = pa.schema(list(columns.items()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for r in results:
+            frame = (first if r is results[0] else predictions_frame(r)).assign(Major=r.major)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            n = len(frame)
+            yield pa.record_batch(
+                [table.column(f.name).combine_chunks().cast(f.type)
+                 if f.name in frame.columns else pa.nulls(n, f.type) for f in schema],
+                schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _arrow_types(frame: pd.DataFrame) -> list[pa.DataType]:
+    return list(pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False).types)
 
 
 def summary_frame(frames: Sequence[tuple[str, pd.DataFrame]]) -> pd.DataFrame:
@@ -193,7 +246,21 @@ def _longest(values: list[object]) -> int:
         return max((len(v) for v in values if isinstance(v, str)), default=0)
 
 
-def write_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> None:
+def writable_stream(stream: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """``stream`` with every text cut to Excel's limit, batch by batch as it is read."""
+    def cut(batch: pa.RecordBatch) -> pa.RecordBatch:
+        columns = []
+        for col in batch.columns:
+            if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) \
+                    and len(col) and (pc.max(pc.utf8_length(col)).as_py() or 0) > MAX_CELL_TEXT:
+                col = pc.utf8_slice_codeunits(col, 0, MAX_CELL_TEXT)  # code points
+            columns.append(col)
+        return pa.record_batch(columns, schema=batch.schema)
+
+    return pa.RecordBatchReader.from_batches(stream.schema, (cut(b) for b in stream))
+
+
+def write_workbook(path: Path, sheets: Sequence[tuple[str, Sheet]]) -> None:
     """Write via a temp file in the same directory, then rename: never half a workbook.
 
     rustpy-xlsxwriter (README 依赖) writes every ``str`` as an inline string --
@@ -206,7 +273,8 @@ def write_workbook(path: Path, sheets: Sequence[tuple[str, pd.DataFrame]]) -> No
     os.close(fd)
     try:
         rustpy_xlsxwriter.write_worksheets(
-            [(name, writable_frame(df)) for name, df in sheets], tmp)
+            [(name, writable_frame(sheet) if isinstance(sheet, pd.DataFrame)
+              else writable_stream(sheet)) for name, sheet in sheets], tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -227,7 +295,7 @@ class _Book:
 
     name: str
     cells: int
-    sheets: Callable[[], list[tuple[str, pd.DataFrame]]]
+    sheets: Callable[[], list[tuple[str, Sheet]]]
 
 
 def _books(results: Sequence[MajorResult], year: int, prefix: str) -> list[_Book]:
@@ -247,8 +315,8 @@ def _books(results: Sequence[MajorResult], year: int, prefix: str) -> list[_Book
     return books
 
 
-def _summary_sheets(results: Sequence[MajorResult]) -> list[tuple[str, pd.DataFrame]]:
-    return [("Sheet1", summary_frame([(r.major, predictions_frame(r)) for r in results]))]
+def _summary_sheets(results: Sequence[MajorResult]) -> list[tuple[str, Sheet]]:
+    return [("Sheet1", summary_sheet(results))]
 
 
 def _share(books: list[_Book], processes: int) -> list[list[_Book]]:
@@ -277,17 +345,39 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _write_group(books: list[_Book], staging: Path, conn: Connection, parent: int) -> None:
-    """A writing process's work: its books, then one message (None or the failure)."""
-    _die_with_parent(parent)
-    try:
-        for book in books:
-            write_workbook(staging / book.name, book.sheets())
-        conn.send(None)
-    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
-        conn.send((getattr(exc, "errno", None), traceback.format_exc()))
+def _fork_writer(books: list[_Book], staging: Path) -> tuple[int, Connection]:
+    """Fork a process that writes ``books`` into ``staging`` and sends one message
+    (None, or the failure's errno and traceback); returns its pid and the pipe.
+
+    A plain ``os.fork``: the job process that calls this is itself a daemonic
+    multiprocessing child, which multiprocessing forbids to start children."""
+    parent = os.getpid()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        return pid, Connection(read_fd, writable=False)
+    try:  # the child: never returns into the caller's stack
+        os.close(read_fd)
+        _die_with_parent(parent)
+        conn = Connection(write_fd, readable=False)
+        try:
+            for book in books:
+                write_workbook(staging / book.name, book.sheets())
+            conn.send(None)
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+            conn.send((getattr(exc, "errno", None), traceback.format_exc()))
     finally:
-        conn.close()
+        os._exit(0)
+
+
+def _stop_writer(pid: int) -> None:
+    """Kill a writing child if it still runs, and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
 
 
 def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
@@ -305,26 +395,21 @@ def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
     books = _books(results, year, prefix)
-    children: list[tuple[BaseProcess, Connection]] = []
+    children: list[tuple[int, Connection]] = []
     try:
         mine, *others = _share(books, processes)
-        fork = multiprocessing.get_context("fork")
         for group in others:
-            receive, send = fork.Pipe(duplex=False)
-            proc = fork.Process(target=_write_group, args=(group, staging, send, os.getpid()),
-                                name="write-reports", daemon=True)
-            proc.start()
-            send.close()
-            children.append((proc, receive))
+            children.append(_fork_writer(group, staging))
         for book in mine:
             _check(cancel)
             write_workbook(staging / book.name, book.sheets())
-        for proc, receive in children:
+        for _pid, receive in children:
             while not receive.poll(0.05):
                 _check(cancel)
-                if not proc.is_alive() and not receive.poll():
-                    raise RuntimeError(f"写结果文件的子进程意外退出（退出码 {proc.exitcode}）")
-            failure = receive.recv()
+            try:
+                failure = receive.recv()
+            except EOFError:  # it died without a word (killed, out of memory)
+                raise RuntimeError("写结果文件的子进程意外退出") from None
             if failure is not None:
                 code, text = failure
                 if code is not None:
@@ -337,10 +422,8 @@ def write_reports(results: Sequence[MajorResult], year: int, out_dir: Path,
             final.append(target)
         return final
     finally:
-        for proc, receive in children:
-            if proc.is_alive():
-                proc.terminate()
-            proc.join()
+        for pid, receive in children:
+            _stop_writer(pid)
             receive.close()
         shutil.rmtree(staging, ignore_errors=True)
 
