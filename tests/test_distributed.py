@@ -1,5 +1,6 @@
 """The distributed mode with real processes (issue 12): redis-server, the
-suite's PostgreSQL, two API instances (``python async_api_server.py``) and
+suite's PostgreSQL, two API instances (``python async_api_server.py``, and gunicorn with two
+worker processes) and
 two worker commands (``python -m destination_predictor.worker``, one RQ
 worker each) on one shared data dir. The tests run in order on one cluster
 and each leaves it whole for the next: the contract across instances, cancel
@@ -76,7 +77,9 @@ def cluster(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = cluster_env(redis_server.url, db, {"PREDICT_JOBS_DATABASE_URL": db,
                                              "PREDICT_WEBHOOK_DATABASE_URL": db})
     data = root / "data"
-    apis = [api_instance(data, env, root / "logs") for _ in range(2)]
+    # One instance as the script, one as gunicorn with two worker processes.
+    apis = [api_instance(data, env, root / "logs"),
+            api_instance(data, env, root / "logs", gunicorn_workers=2)]
     workers = [WorkerCommand(data, env, root / "logs", name=f"worker{i}") for i in range(2)]
     try:
         for api in apis:  # one after the other: each creates missing tables at start
@@ -200,3 +203,12 @@ def test_redis_down_for_10s_refuses_new_work_and_loses_nothing(cluster: Cluster)
     assert accepted.status_code in (200, 202), accepted.text
     assert wait_status(b.base, accepted.json()["data"]["task_id"],
                        lambda d: d["status"] in ("completed", "failed"))["status"] == "completed"
+
+
+def test_gunicorn_refuses_several_workers_without_the_distributed_mode(tmp_path: Path) -> None:
+    """Several processes each with its own embedded pool would run 3 x N jobs and
+    answer for each other's tasks: refused before anything listens."""
+    server = api_instance(tmp_path / "data", {}, tmp_path, gunicorn_workers=2)
+    server.start_timeout = 30
+    with pytest.raises(AssertionError, match="PREDICT_HTTP_WORKERS > 1 needs the distributed mode"):
+        server.start()

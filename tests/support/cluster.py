@@ -82,9 +82,13 @@ def cluster_env(redis_url: str, tasks_db_url: str, extra: dict[str, str] | None 
             **(extra or {})}
 
 
-def api_instance(data_dir: Path, env: dict[str, str], log_dir: Path) -> LiveServer:
+def api_instance(data_dir: Path, env: dict[str, str], log_dir: Path, *,
+                 gunicorn_workers: int = 0) -> LiveServer:
+    """``python async_api_server.py``, or gunicorn with ``gunicorn_workers`` processes."""
+    if gunicorn_workers:
+        env = {**env, "PREDICT_HTTP_WORKERS": str(gunicorn_workers)}
     return LiveServer(data_dir, model_dir=MODELS_DIR, plans_dir=PLANS_DIR, env=env,
-                      script=True, log_dir=log_dir)
+                      script=not gunicorn_workers, log_dir=log_dir)
 
 
 class WorkerCommand:
