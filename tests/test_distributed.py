@@ -10,6 +10,10 @@ down."""
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +79,8 @@ def cluster(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     redis_server = RedisServer(need_redis(), root / "redis").start()
     db = pg.create_database(next_database_name("cluster"))
     env = cluster_env(redis_server.url, db, {"PREDICT_JOBS_DATABASE_URL": db,
-                                             "PREDICT_WEBHOOK_DATABASE_URL": db})
+                                             "PREDICT_WEBHOOK_DATABASE_URL": db,
+                                             "PREDICT_MAX_PENDING": "3"})
     data = root / "data"
     # One instance as the script, one as gunicorn with two worker processes.
     apis = [api_instance(data, env, root / "logs"),
@@ -87,6 +92,8 @@ def cluster(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for w in workers:
             w.start()
         wait_workers(redis_server.url, 2)
+        listed = requests.get(f"{apis[1].base}/health", timeout=10).json()["data"]
+        assert listed["mode"] == "distributed" and len(listed["workers"]) == 2, listed
         yield Cluster(redis_server, apis, workers, data, small, big, files)
     finally:
         for w in workers:
@@ -127,6 +134,63 @@ def test_a_running_job_is_cancelled_through_the_other_instance(cluster: Cluster)
     end = wait_status(a.base, task_id, lambda d: d["status"] != "running", timeout=60)
     assert (end["status"], end["cancelled"], end["error_code"]) == ("failed", True, "CANCELLED")
     assert not list((cluster.data / "results").glob(f"{task_id}_*"))
+
+
+RECEIVER = Path(__file__).parent / "support" / "webhook_receiver.py"
+SECRET = "cluster-secret-77"
+
+
+def test_endings_made_in_workers_are_told_once_to_batches_and_webhooks(
+        cluster: Cluster) -> None:
+    """A task ends in a worker process; the API instances (three processes
+    here) hear it through the task_endings outbox: one webhook delivery per
+    task, and a batch that reports its end once."""
+    a, b = cluster.apis
+    proc = subprocess.Popen([sys.executable, str(RECEIVER), SECRET], stdout=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        hook_url = f"http://127.0.0.1:{int(proc.stdout.readline())}/generic/ok"
+        made = requests.post(f"{a.base}/api/webhooks", json={"url": hook_url, "secret": SECRET},
+                             timeout=10)
+        assert made.status_code == 201, made.text
+        task_id = upload(b.base, cluster.fresh(301)).json()["data"]["task_id"]
+        files = [cluster.fresh(302), cluster.fresh(303)]
+        with files[0].open("rb") as f0, files[1].open("rb") as f1:
+            started = requests.post(f"{a.base}/api/batch/start", data={"year": "2023"},
+                                    files=[("files", (files[0].name, f0)),
+                                           ("files", (files[1].name, f1))], timeout=30)
+        assert started.status_code in (200, 202), started.text
+        batch_id = started.json()["data"]["batch_id"]
+        wait_status(a.base, task_id, lambda d: d["status"] == "completed")
+        deadline = time.monotonic() + 60
+        while True:
+            batch = requests.get(f"{b.base}/api/batch/status/{batch_id}", timeout=10).json()["data"]
+            if batch["state"] != "running" or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert batch["state"] == "completed", batch
+
+        def events() -> list[tuple[str, str]]:
+            got = requests.get(f"http://127.0.0.1:{hook_url.split(':')[2].split('/')[0]}"
+                               "/_requests", timeout=5).json()
+            out = []
+            for r in got:
+                body = json.loads(r["body"])
+                out.append((body["event"], (body.get("task") or body.get("batch") or {}).get(
+                    "id") or body.get("batch", {}).get("batch_id", "")))
+            return out
+
+        deadline = time.monotonic() + 30
+        while len(events()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(3)  # a second delivery of either would arrive now
+        got = events()
+        assert sorted(e for e, _ in got) == ["batch.completed", "task.completed"], got
+        assert ("task.completed", task_id) in got
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 def test_kill9_of_a_worker_mid_job_runs_the_task_once_on_the_other(cluster: Cluster) -> None:
@@ -172,19 +236,33 @@ def test_kill9_of_an_api_instance_leaves_every_task_to_the_other(cluster: Cluste
 
 
 def test_redis_down_for_10s_refuses_new_work_and_loses_nothing(cluster: Cluster) -> None:
-    """Workers down (killed), two tasks accepted and waiting, then Redis stops
-    for 10 s -- its queue is gone with it. New tasks get 503 QUEUE_UNAVAILABLE,
+    """Workers down (killed), three tasks accepted and waiting (a fourth is
+    refused: the bound is the cluster's), then Redis stops for 10 s -- its
+    queue is gone with it. New tasks get 503 QUEUE_UNAVAILABLE,
     statuses still answer; once Redis and the workers are back, the waiting
     tasks are dispatched again from their records and run."""
     a, b = cluster.apis
     for w in cluster.workers:
         w.kill9()
+    # RQ keeps a killed worker listed for a while; the cluster counts it out
+    # once its heartbeat is too old (the monitor lists live workers only).
+    deadline = time.monotonic() + 40
+    while requests.get(f"{b.base}/health", timeout=10).json()["data"]["workers"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
     waiting = [upload(a.base, cluster.fresh(201)).json()["data"]["task_id"],
-               upload(b.base, cluster.fresh(202), priority="high").json()["data"]["task_id"]]
+               upload(b.base, cluster.fresh(202), priority="high").json()["data"]["task_id"],
+               upload(a.base, cluster.fresh(205)).json()["data"]["task_id"]]
     for task_id in waiting:
         assert status(a.base, task_id)["status"] == "pending"
+    # The bound counts the waiting tasks of every instance (PREDICT_MAX_PENDING=3).
+    full = upload(b.base, cluster.fresh(206))
+    assert full.status_code == 503 and full.json()["code"] == "QUEUE_FULL"
+    assert status(b.base, waiting[1])["queue_position"] == 1  # high first, cluster-wide
     cluster.redis.stop()
     stopped = time.monotonic()
+    health = requests.get(f"{a.base}/health", timeout=10)
+    assert health.status_code == 503 and health.json()["code"] == "QUEUE_UNAVAILABLE"
     for api in (a, b):
         refused = upload(api.base, cluster.fresh(203))
         assert refused.status_code == 503 and refused.json()["code"] == "QUEUE_UNAVAILABLE"

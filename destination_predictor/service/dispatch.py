@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 import redis
-from rq import Callback, Queue
+from rq import Callback, Queue, Worker
 
 from .errors import ServiceError
 from .executor import NotCancellable, QueueFull
@@ -62,6 +62,9 @@ RECONCILE_LOCK = "predict:reconcile"
 # A pending record younger than this may still be between its insert and its
 # enqueue in the instance that accepted it: not re-dispatched yet.
 DISPATCH_GRACE_S = 5.0
+# A worker's heartbeat period is WORKER_TTL_S - 15 s when idle (RQ's dequeue
+# timeout) and 5 s while a job runs (``worker.__main__``): older means dead.
+WORKER_TTL_S = 20
 # The hard limit RQ enforces beyond the task's own (checked at the engine's steps).
 JOB_TIMEOUT_MARGIN_S = 120
 
@@ -160,11 +163,25 @@ class RqDispatcher:
             return None
         return None
 
+    @property
+    def max_workers(self) -> int:
+        """Jobs the cluster runs at once: the RQ workers alive now (0 while Redis is down)."""
+        try:
+            return len(self.workers())
+        except redis.RedisError:
+            return 0
+
     def pending_count(self) -> int:
         return self.store.counts().get(PENDING, 0)
 
     def running_count(self) -> int:
         return self.store.counts().get(RUNNING, 0)
+
+    def reachable(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
 
     def dead_workers(self) -> int:
         return 0
@@ -202,17 +219,21 @@ class RqDispatcher:
             pass  # the job finds the task cancelled and does nothing
 
     def workers(self) -> list[dict[str, object]]:
-        """The RQ workers serving these queues, on every machine (the monitor's list)."""
-        from rq import Worker
-
+        """The live RQ workers serving these queues, on every machine (the
+        monitor's list). RQ keeps a killed worker's entry for its TTL plus a
+        minute; one whose last heartbeat is older than ``WORKER_TTL_S`` is dead."""
         out = []
+        now = time.time()
         for w in Worker.all(queue=self.queues[NORMAL]):
+            beat = w.last_heartbeat.timestamp() if w.last_heartbeat else None
+            if beat is None or now - beat > WORKER_TTL_S:
+                continue
             job = w.get_current_job_id()
+            state = w.get_state()
             out.append({"name": w.name, "hostname": w.hostname, "pid": w.pid,
-                        "state": str(getattr(w.get_state(), "value", w.get_state())),
+                        "state": str(getattr(state, "value", state)),
                         "task_id": task_of(job) if job else None,
-                        "last_heartbeat": w.last_heartbeat.timestamp()
-                        if w.last_heartbeat else None})
+                        "last_heartbeat_s": round(now - beat, 1)})
         return out
 
     # --- reconciling ----------------------------------------------------------------

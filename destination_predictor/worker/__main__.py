@@ -28,7 +28,7 @@ from rq import Worker
 from rq.worker_pool import WorkerPool
 
 from ..service.cache import ResultCache
-from ..service.dispatch import QUEUE_NAMES, connect
+from ..service.dispatch import QUEUE_NAMES, WORKER_TTL_S, connect
 from ..service.executor import TaskExecutor
 from ..service.logging_setup import build_logger, log_event
 from ..service.runner import ThreadRunner
@@ -89,6 +89,7 @@ class PredictWorker(Worker):
         # Registries cleaned and the horse watched often: abandoned jobs are
         # noticed sooner (the API's reconciler does not wait for it anyway).
         kwargs.setdefault("job_monitoring_interval", 5)
+        kwargs.setdefault("worker_ttl", WORKER_TTL_S)
         kwargs.setdefault("maintenance_interval", 30)
         super().__init__(*args, **kwargs)
         _die_with_parent()
