@@ -248,3 +248,33 @@ def test_an_embedded_service_on_postgres_holds_its_task_database(
     monkeypatch.setattr(shared_store, "LOCK_WAIT_S", 0.5)
     with pytest.raises(DataDirInUse):
         create_app(other)
+
+
+@pytest.mark.slow
+def test_one_cleaner_sweeps_at_a_time_across_instances(pg_url: str, tmp_path: Path) -> None:
+    """Retention runs in every API instance; while one sweeps, the others skip."""
+    import logging
+
+    from destination_predictor.service.cleaner import Cleaner
+
+    stores = [SharedTaskStore(pg_url) for _ in range(2)]
+    try:
+        done = T.complete(T.start(new_task(stores[0].next_seq()), 1.0), 2.0, [], None, [])
+        stores[0].add(done)
+        dirs = {name: tmp_path / name for name in ("uploads", "results", "staging")}
+        for d in dirs.values():
+            d.mkdir()
+        cleaners = [Cleaner(s, uploads_dir=dirs["uploads"], results_dir=dirs["results"],
+                            staging_dir=dirs["staging"], retention_s=10.0, interval_s=3600,
+                            logger=logging.getLogger("test")) for s in stores]
+        with stores[0].alone("cleaner") as mine:
+            assert mine
+            with stores[1].alone("cleaner") as theirs:
+                assert not theirs
+            assert cleaners[1].sweep(now=100.0).expired_tasks == 0  # skipped: held
+            assert not stores[1].get(done.id).expired  # type: ignore[union-attr]
+        assert cleaners[1].sweep(now=100.0).expired_tasks == 1  # free again
+        assert stores[0].get(done.id).expired  # type: ignore[union-attr]
+    finally:
+        for s in stores:
+            s.close()

@@ -32,6 +32,7 @@ import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -113,6 +114,28 @@ class SharedTaskStore(BaseTaskStore):
             except DB_ERRORS:
                 log.warning("event=store.unlock_failed")
             self._lock_conn = None
+
+    @contextlib.contextmanager
+    def alone(self, job: str) -> Iterator[bool]:
+        """True while this process holds ``job``'s advisory lock (not waited
+        for: False when another instance holds it, or the database is down)."""
+        key = zlib.crc32(f"predict:{job}".encode())
+        try:
+            conn = self._engine.connect()
+        except DB_ERRORS:
+            yield False
+            return
+        try:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        finally:
+            conn.close()
 
     # --- writes -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ tables of ``task_tables``, the same ones the distributed mode's shared store
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -18,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,12 @@ class BaseTaskStore:
     def start(self) -> None:
         """Start background work once listeners are wired (the shared store's
         drain of endings made elsewhere); nothing for the embedded store."""
+
+    @contextlib.contextmanager
+    def alone(self, job: str) -> Iterator[bool]:
+        """Whether this process may do ``job`` now with no other doing it (the
+        cleaner's sweep): always, for the one service of a data dir."""
+        yield True
 
 
 class TaskStore(BaseTaskStore):
