@@ -34,7 +34,13 @@ from support.cluster import (
     upload,
     wait_status,
 )
-from support.live_server import LiveServer
+from support.live_server import (
+    LiveServer,
+    free_port,
+    need_nginx,
+    reachable_tmp_dir,
+    wait_until_listening,
+)
 from support.pg import PgServer, next_database_name
 from support.service import grade_workbook
 
@@ -233,6 +239,51 @@ def test_kill9_of_an_api_instance_leaves_every_task_to_the_other(cluster: Cluste
         assert requests.get(f"{b.base}/api/task/result/{task_id}/{name}",
                             timeout=30).status_code == 200
     a.start()
+
+
+NGINX_EXAMPLE = Path(__file__).resolve().parents[1] / "deploy" / "distributed" / "nginx-upstream.conf"
+
+
+def test_the_nginx_upstream_example_spreads_requests_and_survives_an_instance(
+        cluster: Cluster) -> None:
+    """deploy/distributed/nginx-upstream.conf, run by real nginx in front of the
+    two instances: requests reach both; with one killed, every request is
+    still answered (status, download, a new upload)."""
+    nginx = need_nginx()
+    a, b = cluster.apis
+    with reachable_tmp_dir("nginx-upstream-") as prefix:
+        port = free_port()
+        conf = (NGINX_EXAMPLE.read_text().replace("LISTEN_PORT", f"127.0.0.1:{port}")
+                .replace("API_HOST_1:PORT", f"127.0.0.1:{a.port}")
+                .replace("API_HOST_2:PORT", f"127.0.0.1:{b.port}"))
+        (prefix / "nginx.conf").write_text(conf)
+        log = prefix / "error.log"
+        proc = subprocess.Popen([nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"),
+                                 "-e", str(log), "-g", "daemon off;"], stdin=subprocess.DEVNULL)
+        try:
+            wait_until_listening(proc, port, log, "nginx", 10)
+            front = f"http://127.0.0.1:{port}"
+            pids = {requests.get(f"{front}/health", timeout=10).json()["data"]["pid"]
+                    for _ in range(12)}
+            a_pid = requests.get(f"{a.base}/health", timeout=10).json()["data"]["pid"]
+            assert a_pid in pids and len(pids) >= 2, pids  # both instances answered
+            task_id = upload(front, cluster.fresh(401)).json()["data"]["task_id"]
+            done = wait_status(front, task_id, lambda d: d["status"] in ("completed", "failed"))
+            assert done["status"] == "completed"
+            a.kill9()
+            answers = [requests.get(f"{front}/api/task/status/{task_id}", timeout=10).status_code
+                       for _ in range(10)]
+            assert answers == [200] * 10
+            name = done["result_files"][0]
+            assert requests.get(f"{front}/api/task/result/{task_id}/{name}",
+                                timeout=30).status_code == 200
+            again = upload(front, cluster.fresh(402))
+            assert again.status_code in (200, 202), again.text
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            if a.proc is None or a.proc.poll() is not None:
+                a.start()
 
 
 def test_redis_down_for_10s_refuses_new_work_and_loses_nothing(cluster: Cluster) -> None:
