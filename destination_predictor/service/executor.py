@@ -183,10 +183,10 @@ class TaskExecutor:
                 return task
             running = self._running.get(task_id)
             if running is not None:
-                running.cancel.set()
                 current = self.store.get(task_id)
                 if current is not None and current.status == PENDING:
                     # Taken from the queue but not started yet: it will not start.
+                    running.cancel.set()
                     task = self.store.update(task_id, lambda t: cancel(t, self.clock()))
                     log_event(self.log, "task.cancelled", task_id, was="pending")
                     return task
@@ -194,6 +194,9 @@ class TaskExecutor:
                     task = self.store.update(task_id, request_cancel)
                 except InvalidTransition:
                     raise NotCancellable(task_id) from None  # finished a moment ago
+                # Only now: a job stopped by the event before the request was
+                # recorded would be cancelled already, and this cancel answer 409.
+                running.cancel.set()
                 log_event(self.log, "task.cancel_requested", task_id)
                 return task
         task = self.store.get(task_id)
