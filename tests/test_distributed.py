@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.browser import needs_browser, page
 from support.cluster import (
     RedisServer,
     WorkerCommand,
@@ -129,6 +130,20 @@ def test_one_instance_accepts_the_other_serves_progress_and_files(cluster: Clust
     listed = requests.get(f"{b.base}/api/tasks", timeout=10).json()["data"]["tasks"]
     assert task_id in [t["id"] for t in listed]
     assert f"event=task.completed task_id={task_id}" in cluster.worker_logs()
+
+
+@needs_browser
+def test_the_monitoring_panel_lists_the_workers_of_every_machine(cluster: Cluster) -> None:
+    b = cluster.apis[1]
+    monitor = requests.get(f"{b.base}/api/monitor", timeout=10).json()["data"]["workers"]
+    assert monitor["mode"] == "distributed" and monitor["max"] == 2
+    assert sorted(n["pid"] for n in monitor["nodes"]) == sorted(
+        w["pid"] for w in rq_workers(cluster.redis.url))
+    with page() as pg:
+        pg.goto(b.base + "/admin/prediction/async")
+        pg.wait_for_selector("#monitor-body table.nodes tr.node")
+        assert pg.locator("#monitor-body table.nodes tr.node").count() == 2
+        assert "执行机器（2 个 worker）" in pg.locator("#monitor-body").inner_text()
 
 
 def test_a_running_job_is_cancelled_through_the_other_instance(cluster: Cluster) -> None:
