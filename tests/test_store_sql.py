@@ -278,3 +278,35 @@ def test_one_cleaner_sweeps_at_a_time_across_instances(pg_url: str, tmp_path: Pa
     finally:
         for s in stores:
             s.close()
+
+
+@pytest.mark.slow
+def test_records_on_a_stopped_database_answer_503_and_come_back(
+        app_config: dict[str, object], make_app: Callable[..., object]) -> None:
+    """The task database of the shared store stops (a restart, a failover):
+    requests answer 503 STORE_UNAVAILABLE instead of failing obscurely, and
+    everything answers again once it is back -- the records were never lost."""
+    from support.pg import start_postgres
+    from support.service import FakeRunner, finished, start, tiny_xlsx, wait_for
+
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    try:
+        app_config["PREDICT_TASKS_DB_URL"] = server.create_database("paused")
+        client = make_app(runner=FakeRunner(hold=False)).test_client()  # type: ignore[attr-defined]
+        task_id = start(client, tiny_xlsx()).json["data"]["task_id"]
+        assert wait_for(client, task_id, finished)["status"] == "completed"
+        server.pause()
+        down = client.get(f"/api/task/status/{task_id}")
+        assert down.status_code == 503 and down.json["code"] == "STORE_UNAVAILABLE", down.json
+        refused = start(client, tiny_xlsx("b"))
+        assert refused.status_code == 503, refused.json
+        server.resume()
+        back = client.get(f"/api/task/status/{task_id}")
+        assert back.status_code == 200 and back.json["data"]["status"] == "completed"
+        again = start(client, tiny_xlsx("c")).json["data"]["task_id"]
+        assert wait_for(client, again, finished)["status"] == "completed"
+    finally:
+        server.stop()
