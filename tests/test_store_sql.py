@@ -310,3 +310,53 @@ def test_records_on_a_stopped_database_answer_503_and_come_back(
         assert wait_for(client, again, finished)["status"] == "completed"
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_rq_failure_callback_fails_only_the_latest_start_of_a_running_task(
+        pg_url: str, tmp_path: Path) -> None:
+    """``worker.jobs.job_failed``, as RQ calls it in a worker: its hard time
+    limit fails the task with TIMEOUT; a job killed otherwise fails it as an
+    internal error; a report about an earlier start, or an abandoned job (its
+    worker died: the API's reconciler re-queues it), changes nothing."""
+    import logging
+    from types import SimpleNamespace
+
+    from rq.exceptions import AbandonedJobError
+    from rq.timeouts import JobTimeoutException
+
+    from destination_predictor.service.settings import load_settings
+    from destination_predictor.worker import jobs
+
+    store = SharedTaskStore(pg_url)
+    settings = load_settings({"PREDICT_DATA_DIR": tmp_path, "PREDICT_TASK_TIMEOUT_S": 7},
+                             environ={})
+    settings.ensure_dirs()
+    executor = SimpleNamespace(clock=lambda: 5.0)
+    jobs._context.append(jobs.WorkerContext(settings, store, executor,  # type: ignore[arg-type]
+                                            logging.getLogger("test")))
+    try:
+        def running() -> T.Task:
+            t = new_task(store.next_seq())
+            store.add(t)
+            return store.update(t.id, lambda t: T.start(t, 1.0))  # attempts 1: job "<id>_0"
+
+        timed_out, crashed, stale, abandoned = running(), running(), running(), running()
+        (settings.results_dir / f"{timed_out.id}_half.xlsx").write_bytes(b"half")
+        jobs.job_failed(SimpleNamespace(id=f"{timed_out.id}_0"), None, JobTimeoutException,
+                        JobTimeoutException(), None)
+        jobs.job_failed(SimpleNamespace(id=f"{crashed.id}_0"), None, RuntimeError,
+                        RuntimeError(), None)
+        jobs.job_failed(SimpleNamespace(id=f"{stale.id}_1"), None, JobTimeoutException,
+                        JobTimeoutException(), None)  # a later start than the one running
+        jobs.job_failed(SimpleNamespace(id=f"{abandoned.id}_0"), None, AbandonedJobError,
+                        AbandonedJobError(), None)
+        got = {t.id: store.get(t.id) for t in (timed_out, crashed, stale, abandoned)}
+        assert (got[timed_out.id].status, got[timed_out.id].error_code) == (T.FAILED, "TIMEOUT")
+        assert "7 秒" in (got[timed_out.id].error or "")
+        assert not list(settings.results_dir.glob(f"{timed_out.id}_*"))
+        assert (got[crashed.id].status, got[crashed.id].error_code) == (T.FAILED, "INTERNAL_ERROR")
+        assert got[stale.id].status is T.RUNNING and got[abandoned.id].status is T.RUNNING
+    finally:
+        jobs._context.clear()
+        store.close()

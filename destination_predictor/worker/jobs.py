@@ -28,7 +28,7 @@ from ..service.logging_setup import log_event
 from ..service.runner import limit_memory, lower_priority
 from ..service.settings import Settings
 from ..service.shared_store import SharedTaskStore
-from ..service.task import ACTIVE, PENDING, RUNNING, InvalidTransition, fail
+from ..service.task import PENDING, RUNNING, InvalidTransition, fail
 
 
 @dataclass
@@ -122,9 +122,7 @@ def job_failed(job: Any, connection: Any, exc_type: type[BaseException] | None,
     ctx = current()
     task_id, attempts = task_of(job.id), int(job.id.rsplit("_", 1)[1])
     task = ctx.store.get(task_id)
-    if task is None or task.status not in ACTIVE or task.attempts != attempts + 1:
-        return
-    if task.status is not RUNNING:
+    if task is None or task.status is not RUNNING or task.attempts != attempts + 1:
         return
     if exc_type is not None and issubclass(exc_type, JobTimeoutException):
         code = "TIMEOUT"
