@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ from typing import Any
 from rq import Worker
 from rq.worker_pool import WorkerPool
 
+from ..engine.errors import PredictionError
+from ..service.app import engine_args
 from ..service.cache import ResultCache
 from ..service.dispatch import QUEUE_NAMES, WORKER_TTL_S, connect
 from ..service.executor import TaskExecutor
@@ -60,15 +63,17 @@ def check_settings(settings: Settings) -> str | None:
     return None
 
 
-def build_context(settings: Settings) -> WorkerContext:
-    """Model, shared store and the executor whose ``run_one`` a job calls."""
-    import dataclasses
-
-    from ..service.app import engine_args
-
+def effective(settings: Settings) -> Settings:
+    """The plans the API instances maintain in the shared data dir, when there."""
     current_plans = settings.data_dir / "plans" / "current"
     if current_plans.exists():
-        settings = dataclasses.replace(settings, plans_dir=current_plans)
+        return dataclasses.replace(settings, plans_dir=current_plans)
+    return settings
+
+
+def build_context(settings: Settings) -> WorkerContext:
+    """Model, shared store and the executor whose ``run_one`` a job calls."""
+    settings = effective(settings)
     log = build_logger(settings.data_dir / f"worker_{socket.gethostname()}.log")
     engine = engine_args(settings).build()
     log_event(log, "worker.model_loaded", None, model_version=engine.model_version, pid=os.getpid())
@@ -126,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     settings.ensure_dirs()
+    try:  # refused here, once, rather than by every worker the pool would restart
+        engine_args(effective(settings)).build()
+    except PredictionError as exc:
+        print(f"error: the model cannot be loaded: {exc.message}", file=sys.stderr)
+        return 2
     workers = args.workers or settings.max_workers
     pool = WorkerPool(list(QUEUE_NAMES), connection=connect(str(settings.queue_url)),
                       num_workers=workers, worker_class=PredictWorker)
