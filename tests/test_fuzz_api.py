@@ -29,7 +29,7 @@ request header is documented; the Allow header is checked by
 ``test_openapi.py``).
 
 Bounds, sized so the whole module takes well under a minute on two cores
-(20-30 s here, roughly 900 generated cases and 1,350 requests):
+(about 30 s here: 3,325 generated cases, 4,231 requests, 40 operations):
 ``MAX_EXAMPLES`` generated cases per operation in the fuzzing phase (the
 uploads ``UPLOAD_EXAMPLES``), plus schemathesis' deterministic coverage phase
 (boundary and invalid values, undocumented methods); a fixed seed

@@ -106,6 +106,15 @@ def column_number(letters: bytes) -> int:
     return n
 
 
+def column_letters(number: int) -> str:
+    """1 -> "A", 26 -> "Z", 27 -> "AA" (the inverse of ``column_number``)."""
+    letters = ""
+    while number > 0:
+        number, rest = divmod(number - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
 def check_extent(path: str | Path, max_cells: int = DEFAULT_MAX_CELLS) -> Extent:
     """The extent of the workbook at ``path``; ``WorkbookTooLarge`` beyond ``max_cells``.
 

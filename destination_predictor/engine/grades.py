@@ -7,7 +7,6 @@ and a course -> grade table where a retake replaces the earlier grade.
 
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 from collections import Counter
@@ -22,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import xlsx_chunks
 from .errors import PredictionError
 from .excel import (
     DEFAULT_MAX_CELLS,
@@ -190,10 +190,9 @@ def _load_columns(path: Path, max_cells: int | None) -> Sheet:
     included -- is ``CORRUPT_WORKBOOK``.
     """
     fmt = sniff_format(path)
-    data = path.read_bytes()
     if fmt == "xlsx":
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            with zipfile.ZipFile(path) as zf:
                 if "[Content_Types].xml" not in zf.namelist():
                     raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏或不是 Excel 工作簿")
         except zipfile.BadZipFile as exc:
@@ -204,7 +203,11 @@ def _load_columns(path: Path, max_cells: int | None) -> Sheet:
     except WorkbookTooLarge as exc:
         raise PredictionError("WORKBOOK_TOO_LARGE", too_large_message(exc)) from exc
     try:
-        return _first_sheet_with_data(fastexcel.read_excel(data))
+        if fmt == "xlsx":
+            chunked = _read_in_chunks(path)
+            if chunked is not None:
+                return chunked
+        return _first_sheet_with_data(fastexcel.read_excel(path.read_bytes()))
     except PredictionError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reader raises several unrelated types
@@ -213,6 +216,42 @@ def _load_columns(path: Path, max_cells: int | None) -> Sheet:
         if not is_reader_panic(exc):
             raise
         raise PredictionError("CORRUPT_WORKBOOK", "文件已损坏，无法作为 Excel 工作簿打开") from exc
+
+
+def _read_in_chunks(path: Path) -> Sheet | None:
+    """The first sheet read piece by piece (``xlsx_chunks``), when it is big and
+    plain: the header in row 1 naming a course and a grade column. None when
+    the sheet is small or not plain -- then the whole sheet is read as before,
+    title rows, empty first sheets and all."""
+    found = xlsx_chunks.sheet_chunks(path)
+    if found is None:
+        return None
+    zf, chunks = found
+    headers: list[str] = []
+    indices: list[int] = []
+    parts: list[list[pa.Array]] = []
+    name = ""
+    with zf:
+        for book in chunks.books():
+            reader = fastexcel.read_excel(book)
+            if not parts:
+                sheet = reader.load_sheet(0, use_columns=_want, dtypes="string")
+                table = sheet.to_arrow()
+                headers = [str(c) for c in table.column_names]
+                roles = map_headers(headers)
+                if (not headers or all(h.startswith("__UNNAMED__") for h in headers)
+                        or roles["course"] is None or roles["grade"] is None):
+                    return None
+                indices = [c.index for c in sheet.selected_columns]
+                chunks.widest = max(indices)
+                name = reader.sheet_names[0]
+            else:
+                table = reader.load_sheet(0, use_columns=indices, dtypes="string").to_arrow()
+            parts.append(list(table.columns))
+        if not chunks.fits or not parts:
+            return None
+    columns = [pa.concat_arrays([p[i] for p in parts]) for i in range(len(headers))]
+    return Sheet(headers, columns, 1, name)
 
 
 def _first_sheet_with_data(reader: fastexcel.ExcelReader) -> Sheet:

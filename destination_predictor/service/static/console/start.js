@@ -204,28 +204,37 @@ function batchForm(files, year) {
   return form;
 }
 
-function onStartBatch(state, files, year) {
+/*
+ * Send one start request (a task or a batch) and report it: the success
+ * message with the new id, or the refusal; the form is cleared on success.
+ */
+function submitStart(state, path, form, what) {
   const msg = $("start-message");
   const button = $("start-button");
   button.disabled = true;
-  showMessage(msg, "info", "正在上传 " + files.length + " 个文件（批量）…");
-  api(state, "POST", "/api/batch/start", { body: batchForm(files, year) }).then((data) => {
-    showMessage(msg, "success", (data && data.message ? data.message : "批量预测已启动") +
-      "（批量编号 " + (data && data.batch_id ? data.batch_id.slice(0, 8) : "") + "）");
+  api(state, "POST", path, { body: form }).then((data) => {
+    const id = data && data[what.idKey] ? data[what.idKey].slice(0, 8) : "";
+    showMessage(msg, "success", (data && data.message ? data.message : what.started) +
+      "（" + what.idLabel + " " + id + "）");
     $("file-input").value = "";
     showChosenFile(null);
     hideCheck(state);
     refreshTasks(state);
     refreshMonitor(state);
   }).catch((f) => {
-    showMessage(msg, "error", "批量未启动：" + f.message, f.code);
+    showMessage(msg, "error", what.refused + f.message, f.code);
   }).then(() => { button.disabled = false; });
+}
+
+function onStartBatch(state, files, year) {
+  showMessage($("start-message"), "info", "正在上传 " + files.length + " 个文件（批量）…");
+  submitStart(state, "/api/batch/start", batchForm(files, year),
+    { idKey: "batch_id", idLabel: "批量编号", started: "批量预测已启动", refused: "批量未启动：" });
 }
 
 function onStart(state, ev) {
   ev.preventDefault();
   const msg = $("start-message");
-  const button = $("start-button");
   const file = $("file-input").files[0];
   const files = chosenFiles();
   if (isBatch(files)) {
@@ -237,20 +246,9 @@ function onStart(state, ev) {
   if (problem) { showMessage(msg, "error", problem); return; }
   const year = $("year-select").value;
   if (!year) { showMessage(msg, "error", "请选择年级"); return; }
-  const form = startForm(file, year);
-  button.disabled = true;
   showMessage(msg, "info", "正在上传 " + file.name + " …");
-  api(state, "POST", "/api/task/start", { body: form }).then((data) => {
-    showMessage(msg, "success", (data && data.message ? data.message : "预测任务已启动") +
-      "（任务编号 " + (data && data.task_id ? data.task_id.slice(0, 8) : "") + "）");
-    $("file-input").value = "";
-    showChosenFile(null);
-    hideCheck(state);
-    refreshTasks(state);
-    refreshMonitor(state);
-  }).catch((f) => {
-    showMessage(msg, "error", "任务未启动：" + f.message, f.code);
-  }).then(() => { button.disabled = false; });
+  submitStart(state, "/api/task/start", startForm(file, year),
+    { idKey: "task_id", idLabel: "任务编号", started: "预测任务已启动", refused: "任务未启动：" });
 }
 
 export function setupStartForm(state) {
