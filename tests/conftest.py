@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from support.cluster import RedisServer, WorkerCommand, need_redis, rq_workers
+from support.cluster import RedisServer, need_redis, start_worker_for
 from support.paths import MODELS_DIR, PLANS_DIR
 from support.pg import PgServer, next_database_name, start_postgres
 from support.service import FakeRunner, grade_workbook
@@ -73,20 +72,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def _start_worker(config: Mapping[str, Any], log_dir: Path) -> WorkerCommand:
-    env = {k: str(v) for k, v in config.items() if k.startswith("PREDICT_")}
-    worker = WorkerCommand(Path(env["PREDICT_DATA_DIR"]), env, log_dir).start()
-    deadline = time.monotonic() + 90
-    while not rq_workers(env["PREDICT_QUEUE_URL"]):
-        assert worker.proc is not None
-        if worker.proc.poll() is not None:  # refused its settings (no model, say): no worker
-            assert worker.proc.returncode == 2, worker.output()
-            break
-        assert time.monotonic() < deadline, worker.output()
-        time.sleep(0.2)
-    return worker
-
-
 @pytest.fixture
 def make_app(app_config: dict[str, Any]) -> Iterator[MakeApp]:
     """``make_app(config=None, runner=None)`` builds an app (``config`` defaults to
@@ -103,7 +88,7 @@ def make_app(app_config: dict[str, Any]) -> Iterator[MakeApp]:
             application = create_app(config, runner=runner)
             apps.callback(application.extensions["predict"].shutdown, wait_s=30.0)
             if DISTRIBUTED:
-                worker = _start_worker(config, Path(config["PREDICT_DATA_DIR"]).parent)
+                worker = start_worker_for(config, Path(config["PREDICT_DATA_DIR"]).parent)
                 apps.callback(worker.stop)
             return application
 

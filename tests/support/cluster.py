@@ -227,3 +227,20 @@ def wait_status(base: str, task_id: str, until: Any, timeout: float = 90) -> dic
             return data
         assert time.monotonic() < deadline, f"task {task_id} stuck at {data}"
         time.sleep(0.2)
+
+
+def start_worker_for(config: Any, log_dir: Path) -> WorkerCommand:
+    """A worker command with an app config's ``PREDICT_*`` settings, waited for
+    until RQ lists it (or until it refused its settings with exit code 2)."""
+    env = {k: str(v) for k, v in config.items() if k.startswith("PREDICT_")}
+    worker = WorkerCommand(Path(env["PREDICT_DATA_DIR"]), env, log_dir).start()
+    deadline = time.monotonic() + 90
+    while not rq_workers(env["PREDICT_QUEUE_URL"]):
+        assert worker.proc is not None
+        if worker.proc.poll() is not None:  # refused its settings (no model, say): no worker
+            assert worker.proc.returncode == 2, worker.output()
+            break
+        assert time.monotonic() < deadline, worker.output()
+        time.sleep(0.2)
+    return worker
+
