@@ -37,3 +37,19 @@ def test_the_time_limit_fails_a_task_run_by_a_worker(
             f"{data['id']}_*"))
     finally:
         worker.stop()
+
+
+def test_a_job_removes_only_its_own_heartbeat(redis_server: RedisServer) -> None:
+    """Two jobs of one task (a re-dispatch racing a slow dequeue): the one that
+    lost the start ends at once and must not delete the winner's heartbeat, or
+    the reconciler would take the running task for dead."""
+    from destination_predictor.service.dispatch import ALIVE_KEY
+    from destination_predictor.worker.jobs import _DELETE_IF_OURS
+
+    conn = redis_server.client()
+    key = ALIVE_KEY.format("t1")
+    conn.set(key, "111:t1_0", ex=10)
+    conn.eval(_DELETE_IF_OURS, 1, key, "222:t1_0")  # the loser's end
+    assert conn.get(key) == b"111:t1_0"
+    conn.eval(_DELETE_IF_OURS, 1, key, "111:t1_0")  # the winner's end
+    assert conn.get(key) is None

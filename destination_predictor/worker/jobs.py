@@ -71,8 +71,9 @@ def run_task(task_id: str) -> str:
     control = RunControl(task_id)
     conn = connect(str(ctx.settings.queue_url))
     stop = threading.Event()
-    _beat(ctx, conn, task_id, control)  # before the start: the task is seen alive at once
-    beat = threading.Thread(target=_beat_loop, args=(ctx, conn, task_id, control, stop),
+    token = f"{os.getpid()}:{job.id if job is not None else '-'}"
+    _beat(ctx, conn, task_id, control, token)  # before the start: seen alive at once
+    beat = threading.Thread(target=_beat_loop, args=(ctx, conn, task_id, control, stop, token),
                             name="job-heartbeat", daemon=True)
     beat.start()
     try:
@@ -81,7 +82,9 @@ def run_task(task_id: str) -> str:
         stop.set()
         beat.join(HEARTBEAT_S * 3)
         try:
-            conn.delete(ALIVE_KEY.format(task_id))
+            # Only our own beat: a duplicate job that lost the start to another
+            # one must not delete the winner's (it would look dead for a moment).
+            conn.eval(_DELETE_IF_OURS, 1, ALIVE_KEY.format(task_id), token)
         except redis.RedisError:
             pass  # expires on its own
         conn.close()
@@ -91,9 +94,16 @@ def run_task(task_id: str) -> str:
     return done.status.value if done is not None else "deleted"
 
 
-def _beat(ctx: WorkerContext, conn: redis.Redis, task_id: str, control: RunControl) -> None:
+_DELETE_IF_OURS = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _beat(ctx: WorkerContext, conn: redis.Redis, task_id: str, control: RunControl,
+          token: str) -> None:
     try:
-        conn.set(ALIVE_KEY.format(task_id), str(os.getpid()), ex=HEARTBEAT_TTL_S)
+        conn.set(ALIVE_KEY.format(task_id), token, ex=HEARTBEAT_TTL_S)
     except redis.RedisError as exc:
         ctx.log.warning("event=job.heartbeat_failed task_id=%s error=%s", task_id,
                         type(exc).__name__)
@@ -103,10 +113,10 @@ def _beat(ctx: WorkerContext, conn: redis.Redis, task_id: str, control: RunContr
 
 
 def _beat_loop(ctx: WorkerContext, conn: redis.Redis, task_id: str, control: RunControl,
-               stop: threading.Event) -> None:
+               stop: threading.Event, token: str) -> None:
     while not stop.wait(HEARTBEAT_S):
         try:
-            _beat(ctx, conn, task_id, control)
+            _beat(ctx, conn, task_id, control, token)
         except Exception:  # noqa: BLE001 - a database hiccup must not end the beat
             ctx.log.exception("event=job.heartbeat_error task_id=%s", task_id)
 
