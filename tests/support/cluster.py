@@ -235,12 +235,16 @@ def start_worker_for(config: Any, log_dir: Path) -> WorkerCommand:
     env = {k: str(v) for k, v in config.items() if k.startswith("PREDICT_")}
     worker = WorkerCommand(Path(env["PREDICT_DATA_DIR"]), env, log_dir).start()
     deadline = time.monotonic() + 90
-    while not rq_workers(env["PREDICT_QUEUE_URL"]):
-        assert worker.proc is not None
-        if worker.proc.poll() is not None:  # refused its settings (no model, say): no worker
-            assert worker.proc.returncode == 2, worker.output()
-            break
-        assert time.monotonic() < deadline, worker.output()
-        time.sleep(0.2)
+    try:
+        while not rq_workers(env["PREDICT_QUEUE_URL"]):
+            assert worker.proc is not None
+            if worker.proc.poll() is not None:  # refused its settings (no model, say)
+                assert worker.proc.returncode == 2, worker.output()
+                break
+            assert time.monotonic() < deadline, worker.output()
+            time.sleep(0.2)
+    except BaseException:
+        worker.stop()  # nobody else knows about it yet
+        raise
     return worker
 
