@@ -360,3 +360,17 @@ def test_rq_failure_callback_fails_only_the_latest_start_of_a_running_task(
     finally:
         jobs._context.clear()
         store.close()
+
+
+def test_the_distributed_mode_needs_its_records_on_postgres(app_config: dict[str, object],
+                                                             tmp_path: Path) -> None:
+    """Workers on other machines cannot share a SQLite file: refused at start."""
+    from destination_predictor.service import create_app
+    from destination_predictor.service.settings import SettingsError
+
+    app_config["PREDICT_QUEUE_URL"] = "redis://127.0.0.1:1/0"
+    with pytest.raises(SettingsError, match="PREDICT_TASKS_DB_URL"):
+        create_app(app_config)
+    app_config["PREDICT_TASKS_DB_URL"] = f"sqlite:///{tmp_path / 'tasks.sqlite3'}"
+    with pytest.raises(SettingsError, match="PostgreSQL"):
+        create_app(app_config)
