@@ -57,7 +57,7 @@ demo-model: $(VENV)/.runtime
 system-deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		chromium fonts-wqy-microhei postgresql openssh-server openssh-client rsync nginx >/dev/null
+		chromium fonts-wqy-microhei postgresql openssh-server openssh-client rsync nginx redis-server >/dev/null
 
 clean:
 	rm -rf $(VENV) bench-out test-artifacts .pytest_cache .ruff_cache

@@ -7,12 +7,17 @@ jobs at once, and a cancel or a queue position answered by the wrong process).
 Concurrency of HTTP requests comes from threads instead; the predictions
 themselves run in child processes started by the pool, so the threads stay
 responsive.
+
+The distributed mode (``PREDICT_QUEUE_URL``) keeps none of that in the
+process -- the records are in PostgreSQL, the queue in Redis, jobs run in
+``python -m destination_predictor.worker`` -- so there ``PREDICT_HTTP_WORKERS``
+may ask for several worker processes; without it more than one is refused.
 """
 
 import os
 
 bind = f"{os.environ.get('PREDICT_HOST', '127.0.0.1')}:{os.environ.get('PREDICT_PORT', '8080')}"
-workers = 1
+workers = int(os.environ.get("PREDICT_HTTP_WORKERS") or "1")
 worker_class = "gthread"
 threads = int(os.environ.get("PREDICT_HTTP_THREADS", "8"))
 # The app (pool threads, task index) must be created in the worker, not the master.
@@ -36,6 +41,9 @@ def on_starting(server):
     from destination_predictor.service.settings import load_settings
 
     os.umask(0o077)
+    if server.cfg.workers > 1 and not os.environ.get("PREDICT_QUEUE_URL"):
+        raise SystemExit("PREDICT_HTTP_WORKERS > 1 needs the distributed mode (PREDICT_QUEUE_URL): "
+                         "the embedded pool and task index live in one process")
     check_exposure([bind_host(b) for b in server.cfg.bind], load_settings(), server.log)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from support.cluster import RedisServer, need_redis, start_worker_for
 from support.paths import MODELS_DIR, PLANS_DIR
 from support.pg import PgServer, next_database_name, start_postgres
 from support.service import FakeRunner, grade_workbook
@@ -31,9 +32,13 @@ MakeApp = Callable[..., Flask]
 
 
 @pytest.fixture
-def app_config(tmp_path: Path) -> dict[str, Any]:
-    """The mapping ``make_app`` gives ``create_app``; tests may change it before building."""
-    return {
+def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The mapping ``make_app`` gives ``create_app``; tests may change it before building.
+
+    ``PREDICT_TEST_TASKS_DB=postgresql`` in the environment runs the same tests
+    with the task records on PostgreSQL (a fresh database per test), e.g.
+    ``PREDICT_TEST_TASKS_DB=postgresql pytest tests/test_http_api.py``."""
+    config: dict[str, Any] = {
         "TESTING": True,
         "PREDICT_DATA_DIR": tmp_path / "data",
         "PREDICT_MODEL_DIR": MODELS_DIR,
@@ -42,6 +47,29 @@ def app_config(tmp_path: Path) -> dict[str, Any]:
         "PREDICT_CLEAN_INTERVAL_S": 3600,
         "PREDICT_API_TOKEN": "",
     }
+    if os.environ.get("PREDICT_TEST_TASKS_DB") == "postgresql" or DISTRIBUTED:
+        server: PgServer = request.getfixturevalue("pg")
+        config["PREDICT_TASKS_DB_URL"] = server.create_database(next_database_name("tasks"))
+    if DISTRIBUTED:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        redis_server.client().flushdb()
+        config["PREDICT_QUEUE_URL"] = redis_server.url
+    return config
+
+
+# ``PREDICT_TEST_QUEUE=redis``: the apps the tests build run in the distributed
+# mode (records on PostgreSQL, jobs through Redis to a real worker command on
+# the test's data dir), so the HTTP contract tests run against both modes:
+# ``PREDICT_TEST_QUEUE=redis pytest tests/test_http_api.py``. A test that
+# scripts its own runner says nothing about the distributed mode: skipped.
+DISTRIBUTED = os.environ.get("PREDICT_TEST_QUEUE") == "redis"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(need_redis(), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -54,8 +82,14 @@ def make_app(app_config: dict[str, Any]) -> Iterator[MakeApp]:
 
     with contextlib.ExitStack() as apps:
         def make(config: Mapping[str, Any] | None = None, runner: Any = None) -> Flask:
-            application = create_app(app_config if config is None else config, runner=runner)
+            config = app_config if config is None else config
+            if DISTRIBUTED and runner is not None:
+                pytest.skip("scripts its own runner: the distributed mode runs jobs in workers")
+            application = create_app(config, runner=runner)
             apps.callback(application.extensions["predict"].shutdown, wait_s=30.0)
+            if DISTRIBUTED:
+                worker = start_worker_for(config, Path(config["PREDICT_DATA_DIR"]).parent)
+                apps.callback(worker.stop)
             return application
 
         yield make

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from support.service import FakeRunner, finished, start, tiny_xlsx, wait_for
+from support.tasks_db import sqlite_store_only
 
 from destination_predictor.service import task as T
 from destination_predictor.service.store import TaskStore
 
 
+@sqlite_store_only
 def test_recovery_requeues_unfinished_tasks(app_config: dict[str, Any], make_app: Any) -> None:
     app_config.update(PREDICT_MAX_WORKERS=1, PREDICT_MAX_PENDING=10)
     first = make_app(runner=FakeRunner())
@@ -45,6 +47,7 @@ def test_recovery_requeues_unfinished_tasks(app_config: dict[str, Any], make_app
     assert f"event=task.requeued task_id={ids[0]} was=running" in log
 
 
+@sqlite_store_only
 def test_recovery_fails_tasks_it_cannot_run(app_config: dict[str, Any], make_app: Any) -> None:
     app_config.update(PREDICT_MAX_WORKERS=1)
     first = make_app(runner=FakeRunner())

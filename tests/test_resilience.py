@@ -20,6 +20,7 @@ from flask import Flask
 from support.live_server import LiveServer
 from support.paths import MODELS_DIR, PLANS_DIR
 from support.service import FakeRunner, grade_workbook, start, tiny_xlsx, wait_for
+from support.tasks_db import sqlite_store_only
 
 from destination_predictor.service.executor import WATCH_INTERVAL_S
 from destination_predictor.service.runner import JobOutcome, JobSpec
@@ -109,6 +110,7 @@ def _ended_thread() -> Any:
     return t
 
 
+@sqlite_store_only
 def test_unwritable_store_is_503_and_recovers(scripted: tuple[Flask, ScriptedRunner]) -> None:
     """The disk fills while a task runs: its end cannot be written. Health says so,
     new work is refused, and once writes go through again the task's failure is

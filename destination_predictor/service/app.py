@@ -13,6 +13,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -33,6 +34,7 @@ from . import (
 from .batches import BATCHES_KEY, Batches
 from .cache import ResultCache
 from .cleaner import Cleaner
+from .dispatch import RqDispatcher
 from .executor import TaskExecutor
 from .jobs_db import open_jobs_db
 from .logging_setup import build_logger, log_event
@@ -41,11 +43,13 @@ from .notifier import Notifier
 from .notify_store import NotifyStore, default_url
 from .plan_routes import PLANS_KEY, plans_bp
 from .plan_store import PlanStore, isolated_checker
-from .recovery import recover
+from .recovery import RecoveryReport, recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
 from .schedules import SCHEDULES_KEY, Scheduler
-from .settings import SETTING_NAMES, Settings, load_settings
-from .store import TaskStore
+from .settings import SETTING_NAMES, Settings, SettingsError, load_settings
+from .shared_store import SharedTaskStore
+from .store import BaseTaskStore, TaskStore
+from .task_tables import resolve_tasks_url
 
 # Room for the other form fields around the file itself.
 _FORM_OVERHEAD_BYTES = 1024 * 1024
@@ -75,14 +79,21 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     settings = dataclasses.replace(settings, plans_dir=plan_store.effective_dir)
     engine, engine_error = _load_engine(engine_args(settings), logger)
 
-    store = TaskStore(settings.db_path)
-    runner = runner or _make_runner(settings, engine)
+    store = open_task_store(settings)
     cache = ResultCache(store, settings.results_dir, logger)
-    executor = TaskExecutor(
-        store, runner, cache, uploads_dir=settings.uploads_dir,
-        results_dir=settings.results_dir, max_workers=settings.max_workers,
-        max_pending=settings.max_pending, timeout_s=settings.task_timeout_s, logger=logger,
-        model_version=lambda: engine.model_version if engine is not None else None)
+    executor: TaskExecutor | RqDispatcher
+    if settings.queue_url:
+        # Distributed: jobs run in ``python -m destination_predictor.worker`` processes.
+        assert isinstance(store, SharedTaskStore)
+        executor = RqDispatcher(store, settings.queue_url, max_pending=settings.max_pending,
+                                timeout_s=settings.task_timeout_s, logger=logger)
+    else:
+        runner = runner or _make_runner(settings, engine)
+        executor = TaskExecutor(
+            store, runner, cache, uploads_dir=settings.uploads_dir,
+            results_dir=settings.results_dir, max_workers=settings.max_workers,
+            max_pending=settings.max_pending, timeout_s=settings.task_timeout_s, logger=logger,
+            model_version=lambda: engine.model_version if engine is not None else None)
     cleaner = Cleaner(
         store, uploads_dir=settings.uploads_dir, results_dir=settings.results_dir,
         staging_dir=settings.staging_dir, retention_s=settings.retention_s,
@@ -130,13 +141,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     # -------------------------------------------------------------------------
 
     # Start-up recovery is an explicit step, before any pool thread can run.
-    report = recover(store, executor, uploads_dir=settings.uploads_dir,
-                     results_dir=settings.results_dir, logger=logger)
+    # Distributed: other instances' workers may be running any task; the
+    # dispatcher's reconciler re-dispatches what has no live job instead.
+    report = RecoveryReport() if isinstance(executor, RqDispatcher) else recover(
+        store, executor, uploads_dir=settings.uploads_dir,
+        results_dir=settings.results_dir, logger=logger)
     executor.start()
     cleaner.start()
     scheduler.start()
     notifier.start()
     batches.on_batch_finished(notifier.batch_finished)  # one notification per batch
+    store.start()  # the shared store drains task endings made elsewhere (no-op embedded)
     # Last, once every on_batch_finished listener is wired: batches that ended
     # while the service was down (or during recovery) are reported now.
     batches.start()
@@ -146,6 +161,25 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
               recovery_failed=len(report.failed), staging_removed=report.removed_staging,
               model_loaded=engine is not None)
     return app
+
+
+def open_task_store(settings: Settings) -> BaseTaskStore:
+    """The embedded store (SQLite in the data dir, in-memory index) unless
+    ``PREDICT_TASKS_DB_URL`` names PostgreSQL; with the embedded pool that
+    store is held exclusively (one service per task database)."""
+    if settings.tasks_db_url is None:
+        if settings.queue_url:
+            raise SettingsError("PREDICT_QUEUE_URL needs PREDICT_TASKS_DB_URL=postgresql://... "
+                                "(the records every instance and worker shares)")
+        return TaskStore(settings.db_path)
+    url = resolve_tasks_url(settings.tasks_db_url)
+    if url.get_backend_name() == "sqlite":
+        if settings.queue_url:
+            raise SettingsError("PREDICT_QUEUE_URL needs a PostgreSQL PREDICT_TASKS_DB_URL")
+        return TaskStore(Path(str(url.database)).expanduser().resolve())
+    # Several instances share the records in the distributed mode; an embedded
+    # service with its own pool must be alone on them.
+    return SharedTaskStore(settings.tasks_db_url, exclusive=not settings.queue_url)
 
 
 def _make_runner(settings: Any, engine: Any) -> Runner:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .logging_setup import log_event
-from .store import TaskStore
+from .store import BaseTaskStore
 from .task import Task, expire
 from .uploads import CONTENT_DIR
 
@@ -33,7 +33,7 @@ class SweepReport:
 
 
 class Cleaner:
-    def __init__(self, store: TaskStore, *, uploads_dir: Path, results_dir: Path,
+    def __init__(self, store: BaseTaskStore, *, uploads_dir: Path, results_dir: Path,
                  staging_dir: Path, retention_s: float, interval_s: float,
                  record_retention_s: float = 30 * 86400.0,
                  logger: logging.Logger, clock: Callable[[], float] = time.time) -> None:
@@ -66,7 +66,14 @@ class Cleaner:
                 self.log.exception("event=cleaner.error")
 
     def sweep(self, now: float | None = None) -> SweepReport:
-        now = self.clock() if now is None else now
+        """One pass; skipped (an empty report) while another instance sharing
+        the records sweeps (``store.alone``)."""
+        with self.store.alone("cleaner") as mine:
+            if not mine:
+                return SweepReport()
+            return self._sweep(self.clock() if now is None else now)
+
+    def _sweep(self, now: float) -> SweepReport:
         cutoff = now - self.retention_s
         report = SweepReport()
         keep: set[str] = set()

@@ -105,11 +105,15 @@ def monitor_snapshot(manager: TaskManager) -> dict[str, Any]:
         "uptime_s": health.get("uptime_s"),
         "started_at": _iso(manager.started_at),
         "workers": {
-            "max": settings.max_workers,
+            # Distributed: the live RQ workers of every machine are the slots.
+            "max": (len(health.get("workers") or []) if health.get("mode") == "distributed"
+                    else settings.max_workers),
             "running": health.get("running"),
             "pending": health.get("pending"),
             "max_pending": settings.max_pending,
             "execution": settings.execution,
+            "mode": health.get("mode", "embedded"),
+            "nodes": health.get("workers"),
         },
         "counts": health.get("tasks"),
         "recent_tasks": [_recent(t) for t in recent],

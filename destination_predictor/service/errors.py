@@ -53,7 +53,8 @@ HTTP_STATUS: dict[str, int] = {
     "CHECK_TIMEOUT": 504,
     **dict.fromkeys(("SERVICE_UNAVAILABLE", "QUEUE_FULL", "MODEL_UNAVAILABLE",
                      "IMPORT_NOT_CONFIGURED", "DATABASE_UNREACHABLE", "DISK_FULL",
-                     "STORE_UNWRITABLE", "WORKER_DEAD"), 503),
+                     "STORE_UNWRITABLE", "WORKER_DEAD",
+                     "STORE_UNAVAILABLE", "QUEUE_UNAVAILABLE"), 503),
 }
 DEFAULT_STATUS = 422
 

@@ -57,6 +57,10 @@ class _Running:
         return self.cancel.is_set() or self.abandon.is_set()
 
 
+# What a job's caller holds to stop it: ``cancel`` (the user's), ``abandon`` (shutdown).
+RunControl = _Running
+
+
 class TaskExecutor:
     def __init__(self, store: TaskStore, runner: Runner, cache: ResultCache, *,
                  uploads_dir: Path, results_dir: Path, max_workers: int, max_pending: int,
@@ -179,10 +183,10 @@ class TaskExecutor:
                 return task
             running = self._running.get(task_id)
             if running is not None:
-                running.cancel.set()
                 current = self.store.get(task_id)
                 if current is not None and current.status == PENDING:
                     # Taken from the queue but not started yet: it will not start.
+                    running.cancel.set()
                     task = self.store.update(task_id, lambda t: cancel(t, self.clock()))
                     log_event(self.log, "task.cancelled", task_id, was="pending")
                     return task
@@ -190,6 +194,9 @@ class TaskExecutor:
                     task = self.store.update(task_id, request_cancel)
                 except InvalidTransition:
                     raise NotCancellable(task_id) from None  # finished a moment ago
+                # Only now: a job stopped by the event before the request was
+                # recorded would be cancelled already, and this cancel answer 409.
+                running.cancel.set()
                 log_event(self.log, "task.cancel_requested", task_id)
                 return task
         task = self.store.get(task_id)
@@ -235,26 +242,38 @@ class TaskExecutor:
                 control = _Running(task_id)
                 self._running[task_id] = control
             try:
-                self._execute(task_id, control)
-            except (KeyboardInterrupt, SystemExit):
-                # This thread ends (the watchdog starts another); its task must not
-                # stay running forever: the watchdog fails it.
-                with self._cond:
-                    self._unrecorded[task_id] = ("INTERNAL_ERROR", "执行线程意外停止，任务中止")
-                raise
-            except BaseException as exc:  # noqa: BLE001 - the pool must survive any task
-                # BaseException too: a Rust panic (pyo3's PanicException) is one.
-                self.log.exception("event=executor.error task_id=%s", task_id)
-                code, message = "INTERNAL_ERROR", "预测过程中发生内部错误"
-                if isinstance(exc, StoreUnwritable):
-                    code, message = exc.code, exc.message
-                if not self._record_failure(task_id, code, message):
-                    with self._cond:
-                        self._unrecorded[task_id] = (code, message)
+                self._guarded(task_id, control)
             finally:
                 with self._cond:
                     self._running.pop(task_id, None)
                     self._busy -= 1
+
+    def run_one(self, task_id: str, control: RunControl) -> bool:
+        """Run one pending task in the calling thread, outside the pool: the
+        distributed mode's RQ job (``destination_predictor.worker``) runs the very
+        steps a pool thread runs. False when its failure could not be written."""
+        self._guarded(task_id, control)
+        with self._cond:
+            return self._unrecorded.pop(task_id, None) is None
+
+    def _guarded(self, task_id: str, control: _Running) -> None:
+        try:
+            self._execute(task_id, control)
+        except (KeyboardInterrupt, SystemExit):
+            # This thread ends (the watchdog starts another); its task must not
+            # stay running forever: the watchdog fails it.
+            with self._cond:
+                self._unrecorded[task_id] = ("INTERNAL_ERROR", "执行线程意外停止，任务中止")
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the pool must survive any task
+            # BaseException too: a Rust panic (pyo3's PanicException) is one.
+            self.log.exception("event=executor.error task_id=%s", task_id)
+            code, message = "INTERNAL_ERROR", "预测过程中发生内部错误"
+            if isinstance(exc, StoreUnwritable):
+                code, message = exc.code, exc.message
+            if not self._record_failure(task_id, code, message):
+                with self._cond:
+                    self._unrecorded[task_id] = (code, message)
 
     def _execute(self, task_id: str, control: _Running) -> None:
         task = self.store.get(task_id)

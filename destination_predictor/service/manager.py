@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from flask import current_app
+from redis.exceptions import RedisError
 
 from .. import __version__
 from ..engine.options import PredictConfig
 from .cache import ResultCache, cache_key
 from .cleaner import Cleaner
+from .dispatch import QueueUnavailable, RqDispatcher
 from .errors import ServiceError
 from .executor import NotCancellable, QueueFull, TaskExecutor
 from .logging_setup import close_logger, log_event
@@ -146,11 +148,12 @@ class TaskManager:
             return cached
         try:
             self.executor.submit(task)
-        except QueueFull:
+        except QueueFull as exc:
             self.store.delete(task.id)
             discard_upload(saved)
-            log_event(self.log, "task.refused", task.id, logging.WARNING, code="QUEUE_FULL")
-            raise _queue_full() from None
+            refusal = exc.refusal() if isinstance(exc, QueueUnavailable) else _queue_full()
+            log_event(self.log, "task.refused", task.id, logging.WARNING, code=refusal.code)
+            raise refusal from None
         return task
 
     def validate(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,
@@ -261,6 +264,8 @@ class TaskManager:
         found: list[tuple[str, str]] = []
         if self.engine is None:
             found.append(("MODEL_UNAVAILABLE", "预测模型未加载"))
+        if isinstance(self.executor, RqDispatcher) and not self.executor.reachable():
+            found.append(("QUEUE_UNAVAILABLE", "任务队列（Redis）连不上"))
         dead = self.executor.dead_workers()
         if dead:
             found.append(("WORKER_DEAD", f"{dead} 个执行线程已停止（正在重启）"))
@@ -294,7 +299,18 @@ class TaskManager:
             "uptime_s": round(self.clock() - self.started_at, 1),
             "pid": os.getpid(),
             "worker_restarts": self.executor.worker_restarts,
+            **self._cluster(),
         }
+
+    def _cluster(self) -> dict[str, Any]:
+        """The distributed mode's workers on every machine (RQ's registry); nothing embedded."""
+        if not isinstance(self.executor, RqDispatcher):
+            return {"mode": "embedded"}
+        try:
+            workers: list[dict[str, Any]] | None = self.executor.workers()
+        except RedisError:
+            workers = None  # the problems list says why
+        return {"mode": "distributed", "workers": workers}
 
     def disk_usage(self) -> dict[str, int]:
         """Task files in uploads/ and results/ and the bytes they take, at most

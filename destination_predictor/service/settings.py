@@ -124,6 +124,13 @@ class Settings:
     webhook_max_attempts: int = setting(5, int, minimum=1)
     webhook_backoff_s: float = setting(60.0, float, minimum=0.01)
     webhook_database_url: str | None = setting(None, _optional_text)
+    # Task records (issue 12): unset = tasks.sqlite3 in the data dir, in-memory
+    # index, one service per data dir; postgresql://... = the records shared by
+    # several processes, the database read for every answer (service.shared_store).
+    tasks_db_url: str | None = setting(None, _optional_text)
+    # The distributed mode (issue 12): unset = the embedded pool; redis://host:port/db
+    # = tasks dispatched as RQ jobs to ``python -m destination_predictor.worker``.
+    queue_url: str | None = setting(None, _optional_text)
 
     @property
     def uploads_dir(self) -> Path:

@@ -1,13 +1,17 @@
-"""Durable task records: SQLite (WAL) in the data dir plus an in-memory index.
+"""Durable task records of the embedded service: SQLite (WAL) in the data
+dir plus an in-memory index.
 
 Status requests are answered from memory so they never wait on the disk; every
 change is written through to SQLite before it becomes visible, so a ``kill -9``
-loses nothing that a client has already been told. One connection guarded by
-the store's lock is enough: writes are tiny and already serialised by it.
+loses nothing that a client has already been told. Writes are tiny and
+serialised by the store's lock. The statements are SQLAlchemy Core over the
+tables of ``task_tables``, the same ones the distributed mode's shared store
+(``shared_store``, PostgreSQL, the database read for every answer) uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -15,26 +19,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import ServiceError
 from .task import ACTIVE, COMPLETED, Task, TaskState
+from .task_tables import meta, open_tasks_db, tasks
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id         TEXT PRIMARY KEY,
-    seq        INTEGER NOT NULL,
-    status     TEXT NOT NULL,
-    cache_key  TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    record     TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_cache_key ON tasks (cache_key);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+# What a failed statement raises: SQLAlchemy wraps the driver's errors; a bare
+# sqlite3 error can still come from below it.
+DB_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, sqlite3.Error)
 
 
 class StoreUnwritable(ServiceError):
@@ -91,23 +93,11 @@ class _ProcessLock:
             self._fd = None
 
 
-class TaskStore:
-    """All reads and writes of task records go through here."""
+class BaseTaskStore:
+    """What both stores share: the ``on_finished`` listeners and the record of
+    the last failed write."""
 
-    def __init__(self, db_path: Path, *, lock_wait_s: float = 60.0) -> None:
-        self._process_lock = _ProcessLock(db_path.with_name(db_path.name + ".lock"), lock_wait_s)
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False,
-                                     isolation_level=None, timeout=10.0)
-        db_path.chmod(0o600)  # every task's file name, summary and warnings
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
-        self._tasks: dict[str, Task] = {}
-        for (record,) in self._conn.execute("SELECT record FROM tasks ORDER BY seq"):
-            task = Task.from_record(json.loads(record))
-            self._tasks[task.id] = task
-        self._next_seq = max((t.seq for t in self._tasks.values()), default=0) + 1
+    def __init__(self) -> None:
         self.write_error: str | None = None  # the last failed write, until one succeeds
         # Called once per task when it leaves pending/running (completed, failed,
         # cancelled), after the change is durable and outside the store's lock.
@@ -119,9 +109,46 @@ class TaskStore:
         logged and does not stop the others or the transition."""
         self._on_finished.append(listener)
 
+    def _finished(self, task: Task) -> None:
+        for listener in list(self._on_finished):
+            try:
+                listener(task)
+            except Exception:  # noqa: BLE001 - one listener must not break a transition
+                log.exception("event=store.listener_failed task_id=%s", task.id)
+
+    def start(self) -> None:
+        """Start background work once listeners are wired (the shared store's
+        drain of endings made elsewhere); nothing for the embedded store."""
+
+    @contextlib.contextmanager
+    def alone(self, job: str) -> Iterator[bool]:
+        """Whether this process may do ``job`` now with no other doing it (the
+        cleaner's sweep): always, for the one service of a data dir."""
+        yield True
+
+
+class TaskStore(BaseTaskStore):
+    """All reads and writes of the embedded service's task records go through here."""
+
+    def __init__(self, db_path: Path, *, lock_wait_s: float = 60.0) -> None:
+        super().__init__()
+        self._process_lock = _ProcessLock(db_path.with_name(db_path.name + ".lock"), lock_wait_s)
+        self._lock = threading.RLock()
+        try:
+            self._engine = open_tasks_db(URL.create("sqlite", database=str(db_path)))
+        except BaseException:
+            self._process_lock.release()
+            raise
+        self._tasks: dict[str, Task] = {}
+        with self._engine.connect() as conn:
+            for (record,) in conn.execute(select(tasks.c.record).order_by(tasks.c.seq)):
+                task = Task.from_record(json.loads(record))
+                self._tasks[task.id] = task
+        self._next_seq = max((t.seq for t in self._tasks.values()), default=0) + 1
+
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._engine.dispose()
             self._process_lock.release()
 
     def release_data_dir(self) -> None:
@@ -160,16 +187,10 @@ class TaskStore:
             self._finished(new)
         return new
 
-    def _finished(self, task: Task) -> None:
-        for listener in list(self._on_finished):
-            try:
-                listener(task)
-            except Exception:  # noqa: BLE001 - one listener must not break a transition
-                log.exception("event=store.listener_failed task_id=%s", task.id)
-
     def delete(self, task_id: str) -> None:
         with self._lock:
-            self._conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            with self._engine.begin() as conn:
+                conn.execute(delete(tasks).where(tasks.c.id == task_id))
             self._tasks.pop(task_id, None)
 
     def all(self) -> list[Task]:
@@ -180,9 +201,9 @@ class TaskStore:
     def newest(self, states: tuple[TaskState, ...] | None = None, limit: int = 50) -> list[Task]:
         """Newest first, only ``states`` when given."""
         with self._lock:
-            tasks = [t for t in self._tasks.values() if states is None or t.status in states]
-        tasks.sort(key=lambda t: t.seq, reverse=True)
-        return tasks[:limit]
+            tasks_ = [t for t in self._tasks.values() if states is None or t.status in states]
+        tasks_.sort(key=lambda t: t.seq, reverse=True)
+        return tasks_[:limit]
 
     def counts(self) -> dict[TaskState, int]:
         with self._lock:
@@ -210,9 +231,9 @@ class TaskStore:
             if self.write_error is None:
                 return True
             try:
-                self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                   ("probe", str(time.time())))
-            except sqlite3.Error as exc:
+                with self._engine.begin() as conn:
+                    probe(conn)
+            except DB_ERRORS as exc:
                 self.write_error = str(exc)
                 return False
             self.write_error = None
@@ -221,16 +242,36 @@ class TaskStore:
     def _write(self, task: Task) -> None:
         try:
             self._upsert(task)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             self.write_error = str(exc)
             raise StoreUnwritable(str(exc)) from exc
         self.write_error = None
 
     def _upsert(self, task: Task) -> None:
-        self._conn.execute(
-            "INSERT INTO tasks (id, seq, status, cache_key, created_at, record) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-            "status = excluded.status, record = excluded.record",
-            (task.id, task.seq, task.status.value, task.cache_key, task.created_at,
-             json.dumps(task.to_record(), ensure_ascii=False)),
-        )
+        with self._engine.begin() as conn:
+            upsert(conn, task)
+
+
+def record_row(task: Task) -> dict[str, Any]:
+    """The ``tasks`` row of ``task``."""
+    return {"id": task.id, "seq": task.seq, "status": task.status.value,
+            "cache_key": task.cache_key, "created_at": task.created_at,
+            "record": json.dumps(task.to_record(), ensure_ascii=False)}
+
+
+def upsert(conn: Connection, task: Task) -> None:
+    """Insert ``task``'s row, or change its status and record (id, seq, cache
+    key and creation time never change)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(tasks).values(**record_row(task))
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[tasks.c.id],
+        set_={"status": stmt.excluded.status, "record": stmt.excluded.record}))
+
+
+def probe(conn: Connection) -> None:
+    """A tiny write, to learn whether writes go through again."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(meta).values(key="probe", value=str(time.time()))
+    conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key],
+                                            set_={"value": stmt.excluded.value}))

@@ -56,6 +56,18 @@ class PgServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def pause(self) -> None:
+        """Stop the server, keeping its data (``resume`` starts it again on the same port)."""
+        subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "stop", "-D",
+                        str(self.root / "data"), "-m", "fast", "-w"],
+                       capture_output=True, timeout=60, check=True)
+
+    def resume(self) -> None:
+        subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "start", "-D",
+                        str(self.root / "data"), "-o", _options(self.root, self.port),
+                        "-l", str(self.root / "server.log"), "-w", "-t", "60"],
+                       capture_output=True, timeout=90, check=True)
+
     def stop(self) -> None:
         subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "stop", "-D",
                         str(self.root / "data"), "-m", "immediate", "-w"],
@@ -86,8 +98,7 @@ def start_postgres() -> PgServer:
     last_error = ""
     for _ in range(5):
         port = free_port()
-        opts = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40")
+        opts = _options(root, port)
         proc = subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "start", "-D", str(root / "data"),
                                "-o", opts, "-l", str(root / "server.log"), "-w", "-t", "60"],
                               capture_output=True, text=True, timeout=90, check=False)
@@ -96,6 +107,11 @@ def start_postgres() -> PgServer:
         last_error = proc.stderr + (root / "server.log").read_text(errors="replace")[-2000:]
     shutil.rmtree(root, ignore_errors=True)
     raise RuntimeError(f"could not start PostgreSQL: {last_error}")
+
+
+def _options(root: Path, port: int) -> str:
+    return (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=40")
 
 
 _database_numbers = iter(range(1, 1_000_000))

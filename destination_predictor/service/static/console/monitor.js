@@ -132,6 +132,23 @@ function recentTable(recent) {
   ]);
 }
 
+const NODE_STATE = { idle: "空闲", busy: "运行中", started: "启动中", suspended: "已暂停" };
+
+function nodesTable(nodes) {
+  const tb = h("tbody");
+  nodes.forEach((n) => {
+    tb.appendChild(h("tr", { className: "node" }, [
+      h("td", { className: "ellipsis", title: n.name || "", text: (n.hostname || "?") + " · " + orDash(n.pid) }),
+      h("td", { text: NODE_STATE[n.state] || n.state }),
+      h("td", { className: "ellipsis", title: n.task_id || "", text: n.task_id ? n.task_id.slice(0, 8) : "—" })
+    ]));
+  });
+  return h("table", { className: "mini-table nodes" }, [
+    h("thead", null, [h("tr", null, [h("th", { text: "主机 · 进程" }), h("th", { text: "状态" }), h("th", { text: "任务" })])]),
+    tb
+  ]);
+}
+
 function failuresList(failures) {
   const ul = h("ul", { className: "failures" });
   failures.forEach((f) => {
@@ -152,6 +169,13 @@ function renderMonitor(d) {
   const disk = d.disk || {};
   body.appendChild(monitorStats(d, w));
   body.appendChild(monitorFacts(d, w, disk));
+
+  // Distributed mode: the RQ workers of every machine, as the service sees them.
+  if (Array.isArray(w.nodes)) {
+    body.appendChild(h("h3", { text: "执行机器（" + w.nodes.length + " 个 worker）" }));
+    body.appendChild(w.nodes.length ? nodesTable(w.nodes) :
+      h("p", { className: "muted small", text: "没有活着的 worker：任务会排队等待" }));
+  }
 
   const recent = d.recent_tasks || [];
   body.appendChild(h("h3", { text: "最近任务" }));
