@@ -21,9 +21,6 @@ Tables (times are Unix seconds):
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from sqlalchemy import (
     Boolean,
     Column,
@@ -35,10 +32,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import make_url
+
+from .sqldb import open_engine
 
 metadata = MetaData()
 
@@ -103,22 +99,6 @@ def open_jobs_db(url: str) -> Engine:
     """The engine for ``url``, tables created if missing. A SQLite file is
     created with mode 0600 (it names the uploaded files) and used in WAL mode,
     from several threads (the pool threads' task endings, the scheduler, requests)."""
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
-    sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15.0}
-        if parsed.database and parsed.database != ":memory:":
-            path = parsed.database
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-    engine = create_engine(url, **kwargs)
-    if sqlite:
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+    engine = open_engine(url)
     metadata.create_all(engine)
     return engine

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+from . import sqldb
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -116,23 +117,8 @@ def default_url(data_dir: Path) -> str:
 
 
 def open_engine(url: str) -> Engine:
-    """SQLite: WAL and a busy timeout, as the task store; the file is the
-    service user's only (it holds the webhooks' secrets)."""
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    engine = sa.create_engine(parsed, connect_args={"timeout": 10, "check_same_thread": False})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
-        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-
-    if parsed.database:
-        path = Path(parsed.database)
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-    return engine
+    """The deliveries' database (``sqldb.open_engine``: a 0600 file, it holds the webhooks' secrets)."""
+    return sqldb.open_engine(url)
 
 
 class NotifyStore:

@@ -22,9 +22,6 @@ takes it from the ``tasks_seq`` sequence, so every instance draws from one.
 
 from __future__ import annotations
 
-import os
-from typing import Any
-
 from sqlalchemy import (
     Column,
     Engine,
@@ -35,10 +32,10 @@ from sqlalchemy import (
     Sequence,
     Table,
     Text,
-    create_engine,
-    event,
 )
 from sqlalchemy.engine import URL, make_url
+
+from .sqldb import open_engine
 
 metadata = MetaData()
 
@@ -95,23 +92,6 @@ def open_tasks_db(url: str | URL) -> Engine:
     used in WAL mode from several threads; PostgreSQL connections are checked
     before use, so a restarted database server costs one failed request at most."""
     parsed = url if isinstance(url, URL) else resolve_tasks_url(url)
-    kwargs: dict[str, Any] = {}
-    sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite:
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10.0}
-        fd = os.open(str(parsed.database), os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        os.chmod(str(parsed.database), 0o600)
-    else:
-        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10,
-                      connect_args={"connect_timeout": 5})
-    engine = create_engine(parsed, **kwargs)
-    if sqlite:
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
+    engine = open_engine(parsed)
     metadata.create_all(engine)
     return engine
