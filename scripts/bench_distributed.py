@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,19 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# The same port, percentile and health wait as make bench-api (same folder).
+from bench_api import free_port, percentile, wait_healthy  # noqa: E402
+
 YEAR = 2023
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 class Procs:
@@ -81,18 +71,6 @@ class Procs:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
         self.procs.clear()
-
-
-def wait_healthy(base: str, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} not healthy in {timeout:g} s")
 
 
 def wait_workers(base: str, count: int, timeout: float = 120) -> None:
@@ -155,7 +133,7 @@ class Phase:
             self.bench.procs.start([sys.executable, "async_api_server.py", "--host", "127.0.0.1",
                                     "--port", str(port)], env, f"{self.name}-api{i}")
             base = f"http://127.0.0.1:{port}"
-            wait_healthy(base)
+            wait_healthy(base, 120)
             bases.append(base)
         return bases
 
