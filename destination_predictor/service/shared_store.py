@@ -40,7 +40,7 @@ from sqlalchemy import Connection, delete, func, insert, select, text
 from sqlalchemy.engine import Engine
 
 from .errors import ServiceError
-from .store import DB_ERRORS, BaseTaskStore, DataDirInUse, StoreUnwritable, TaskNotFound, probe
+from .store import DB_ERRORS, BaseTaskStore, DataDirInUse, StoreUnwritable, TaskNotFound
 from .store import record_row as _row
 from .task import ACTIVE, COMPLETED, Task, TaskState
 from .task_tables import open_tasks_db, task_endings, task_seq, tasks
@@ -179,18 +179,6 @@ class SharedTaskStore(BaseTaskStore):
 
     def delete(self, task_id: str) -> None:
         self._transaction(lambda conn: conn.execute(delete(tasks).where(tasks.c.id == task_id)))
-
-    def writable(self) -> bool:
-        if self.write_error is None:
-            return True
-        try:
-            with self._engine.begin() as conn:
-                probe(conn)
-        except DB_ERRORS as exc:
-            self.write_error = str(exc)
-            return False
-        self.write_error = None
-        return True
 
     def _transaction(self, work: Callable[[Connection], Any]) -> None:
         try:

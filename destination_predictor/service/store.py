@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import ServiceError
@@ -97,6 +97,8 @@ class BaseTaskStore:
     """What both stores share: the ``on_finished`` listeners and the record of
     the last failed write."""
 
+    _engine: Engine  # set by each store's own __init__
+
     def __init__(self) -> None:
         self.write_error: str | None = None  # the last failed write, until one succeeds
         # Called once per task when it leaves pending/running (completed, failed,
@@ -115,6 +117,19 @@ class BaseTaskStore:
                 listener(task)
             except Exception:  # noqa: BLE001 - one listener must not break a transition
                 log.exception("event=store.listener_failed task_id=%s", task.id)
+
+    def writable(self) -> bool:
+        """Whether a write goes through now (tried only after a write failed)."""
+        if self.write_error is None:
+            return True
+        try:
+            with self._engine.begin() as conn:
+                probe(conn)
+        except DB_ERRORS as exc:
+            self.write_error = str(exc)
+            return False
+        self.write_error = None
+        return True
 
     def start(self) -> None:
         """Start background work once listeners are wired (the shared store's
@@ -226,18 +241,8 @@ class TaskStore(BaseTaskStore):
         return found
 
     def writable(self) -> bool:
-        """Whether a write goes through now (tried only after a write failed)."""
         with self._lock:
-            if self.write_error is None:
-                return True
-            try:
-                with self._engine.begin() as conn:
-                    probe(conn)
-            except DB_ERRORS as exc:
-                self.write_error = str(exc)
-                return False
-            self.write_error = None
-            return True
+            return super().writable()
 
     def _write(self, task: Task) -> None:
         try:
