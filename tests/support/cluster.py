@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 import requests
 
-from support.live_server import LiveServer, free_port, port_open
+from support.live_server import LiveServer, free_port, not_installed, port_open
 from support.paths import MODELS_DIR, PLANS_DIR, REPO
 
 
@@ -29,10 +28,8 @@ def need_redis() -> str:
     found = shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
     if found is None:
-        reason = "needs Debian's redis-server (apt-get install -y redis-server, or make system-deps)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        not_installed("needs Debian's redis-server (apt-get install -y redis-server, "
+                      "or make system-deps)")
     return found
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import requests
@@ -77,14 +77,19 @@ def nginx_binary() -> str | None:
     return found
 
 
+def not_installed(reason: str) -> NoReturn:
+    """A real-process test whose program is missing: skipped (with the reason)
+    on a developer's machine, failed in CI, where make system-deps installs it."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def need_nginx() -> str:
     """The nginx binary; skipped (with the reason) where it is missing, failed in CI."""
     found = nginx_binary()
     if found is None:
-        reason = "needs Debian's nginx (apt-get install -y nginx, or make system-deps)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        not_installed("needs Debian's nginx (apt-get install -y nginx, or make system-deps)")
     return found
 
 
