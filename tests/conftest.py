@@ -26,6 +26,7 @@ from flask.testing import FlaskClient
 from support.cluster import RedisServer, need_redis, start_worker_for
 from support.paths import MODELS_DIR, PLANS_DIR
 from support.pg import PgServer, next_database_name, start_postgres
+from support.s3 import S3Server
 from support.service import FakeRunner, grade_workbook
 
 MakeApp = Callable[..., Flask]
@@ -54,6 +55,10 @@ def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         redis_server.client().flushdb()
         config["PREDICT_QUEUE_URL"] = redis_server.url
+    if ON_S3:
+        s3: S3Server = request.getfixturevalue("s3_server")
+        config["PREDICT_STORAGE_URL"] = f"s3://{s3.new_bucket()}/files"
+        config["PREDICT_S3_ENDPOINT_URL"] = s3.endpoint
     return config
 
 
@@ -63,6 +68,18 @@ def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]
 # ``PREDICT_TEST_QUEUE=redis pytest tests/test_http_api.py``. A test that
 # scripts its own runner says nothing about the distributed mode: skipped.
 DISTRIBUTED = os.environ.get("PREDICT_TEST_QUEUE") == "redis"
+# ``PREDICT_TEST_STORAGE=s3``: uploads and results in an object store (a moto
+# server process, support/s3.py), a fresh bucket per test; with
+# ``PREDICT_TEST_QUEUE=redis`` the worker then has a data dir of its own, so
+# every file it reads or writes goes through the store.
+ON_S3 = os.environ.get("PREDICT_TEST_STORAGE") == "s3"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +105,10 @@ def make_app(app_config: dict[str, Any]) -> Iterator[MakeApp]:
             application = create_app(config, runner=runner)
             apps.callback(application.extensions["predict"].shutdown, wait_s=30.0)
             if DISTRIBUTED:
-                worker = start_worker_for(config, Path(config["PREDICT_DATA_DIR"]).parent)
+                data_dir = Path(config["PREDICT_DATA_DIR"])
+                if ON_S3:
+                    config = {**config, "PREDICT_DATA_DIR": data_dir.parent / "worker-data"}
+                worker = start_worker_for(config, data_dir.parent)
                 apps.callback(worker.stop)
             return application
 

@@ -79,6 +79,6 @@ def test_a_bad_value_names_its_variable(var: str, raw: str) -> None:
 
 def test_the_readme_lists_every_setting() -> None:
     readme = (REPO / "README.md").read_text("utf-8")
-    listed = set(re.findall(r"^\| `(PREDICT_[A-Z_]+)`", readme, re.M))
-    listed |= set(re.findall(r"^\| `PREDICT_[A-Z_]+` / `(PREDICT_[A-Z_]+)`", readme, re.M))
+    listed = set(re.findall(r"^\| `(PREDICT_[A-Z0-9_]+)`", readme, re.M))
+    listed |= set(re.findall(r"^\| `PREDICT_[A-Z0-9_]+` / `(PREDICT_[A-Z0-9_]+)`", readme, re.M))
     assert set(SETTING_NAMES) - listed == set()

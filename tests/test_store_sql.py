@@ -256,6 +256,7 @@ def test_one_cleaner_sweeps_at_a_time_across_instances(pg_url: str, tmp_path: Pa
     import logging
 
     from destination_predictor.service.cleaner import Cleaner
+    from destination_predictor.service.storage import DirStorage
 
     stores = [SharedTaskStore(pg_url) for _ in range(2)]
     try:
@@ -264,7 +265,7 @@ def test_one_cleaner_sweeps_at_a_time_across_instances(pg_url: str, tmp_path: Pa
         dirs = {name: tmp_path / name for name in ("uploads", "results", "staging")}
         for d in dirs.values():
             d.mkdir()
-        cleaners = [Cleaner(s, uploads_dir=dirs["uploads"], results_dir=dirs["results"],
+        cleaners = [Cleaner(s, storage=DirStorage(tmp_path),
                             staging_dir=dirs["staging"], retention_s=10.0, interval_s=3600,
                             logger=logging.getLogger("test")) for s in stores]
         with stores[0].alone("cleaner") as mine:
@@ -326,6 +327,7 @@ def test_rq_failure_callback_fails_only_the_latest_start_of_a_running_task(
     from rq.timeouts import JobTimeoutException
 
     from destination_predictor.service.settings import load_settings
+    from destination_predictor.service.storage import open_storage
     from destination_predictor.worker import jobs
 
     store = SharedTaskStore(pg_url)
@@ -333,7 +335,9 @@ def test_rq_failure_callback_fails_only_the_latest_start_of_a_running_task(
                              environ={})
     settings.ensure_dirs()
     executor = SimpleNamespace(clock=lambda: 5.0)
-    jobs._context.append(jobs.WorkerContext(settings, store, executor,  # type: ignore[arg-type]
+    storage = open_storage(None, settings.data_dir)
+    jobs._context.append(jobs.WorkerContext(settings, store, storage,
+                                            executor,  # type: ignore[arg-type]
                                             logging.getLogger("test")))
     try:
         def running() -> T.Task:

@@ -48,6 +48,7 @@ from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
 from .schedules import SCHEDULES_KEY, Scheduler
 from .settings import SETTING_NAMES, Settings, SettingsError, load_settings
 from .shared_store import SharedTaskStore
+from .storage import CACHE_MARGIN_S, open_storage
 from .store import BaseTaskStore, TaskStore
 from .task_tables import resolve_tasks_url
 
@@ -80,7 +81,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     engine, engine_error = _load_engine(engine_args(settings), logger)
 
     store = open_task_store(settings)
-    cache = ResultCache(store, settings.results_dir, logger)
+    storage = open_storage(settings.storage_url, settings.data_dir,
+                           endpoint_url=settings.s3_endpoint_url)
+    cache = ResultCache(store, storage, logger)
     executor: TaskExecutor | RqDispatcher
     if settings.queue_url:
         # Distributed: jobs run in ``python -m destination_predictor.worker`` processes.
@@ -90,17 +93,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     else:
         runner = runner or _make_runner(settings, engine)
         executor = TaskExecutor(
-            store, runner, cache, uploads_dir=settings.uploads_dir,
-            results_dir=settings.results_dir, max_workers=settings.max_workers,
+            store, runner, cache, storage=storage, max_workers=settings.max_workers,
             max_pending=settings.max_pending, timeout_s=settings.task_timeout_s, logger=logger,
             model_version=lambda: engine.model_version if engine is not None else None)
     cleaner = Cleaner(
-        store, uploads_dir=settings.uploads_dir, results_dir=settings.results_dir,
-        staging_dir=settings.staging_dir, retention_s=settings.retention_s,
+        store, storage=storage, staging_dir=settings.staging_dir,
+        retention_s=settings.retention_s,
         record_retention_s=settings.record_retention_days * 86400.0,
+        cache_age_s=settings.task_timeout_s + CACHE_MARGIN_S,
         interval_s=settings.clean_interval_s, logger=logger)
-    manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner, logger,
-                          plan_versions=plan_store.versions_in_use)
+    manager = TaskManager(settings, engine, engine_error, store, executor, cache, cleaner,
+                          storage, logger, plan_versions=plan_store.versions_in_use)
     app.extensions[EXTENSION_KEY] = manager
     # Completion notifications: endings become durable deliveries (a quick
     # listener), the sender thread POSTs them (service.notifier).
@@ -144,8 +147,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     # Distributed: other instances' workers may be running any task; the
     # dispatcher's reconciler re-dispatches what has no live job instead.
     report = RecoveryReport() if isinstance(executor, RqDispatcher) else recover(
-        store, executor, uploads_dir=settings.uploads_dir,
-        results_dir=settings.results_dir, logger=logger)
+        store, executor, storage=storage, logger=logger)
     executor.start()
     cleaner.start()
     scheduler.start()

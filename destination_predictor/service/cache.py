@@ -3,8 +3,9 @@
 Two tasks are identical when the uploaded bytes, year, major, config and the
 engine's inputs (engine version, model, category map, the plans' content) are
 the same. A new identical task completes at once with its own
-copies of the earlier task's files (hard links where the file system allows),
-named under its own task id, so expiry and downloads stay per task.
+copies of the earlier task's files (hard links where the file system allows,
+server-side copies in an object store: ``Storage.copy``), named under its own
+task id, so expiry and downloads stay per task.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .logging_setup import log_event
-from .store import TaskStore
+from .storage import RESULTS, Storage, StorageUnavailable
+from .store import BaseTaskStore
 from .task import InvalidTransition, Task, complete
 
 
@@ -37,10 +35,10 @@ def cache_key(file_sha256: str, year: int, major: str | None, config: dict[str, 
 
 
 class ResultCache:
-    def __init__(self, store: TaskStore, results_dir: Path, logger: logging.Logger,
+    def __init__(self, store: BaseTaskStore, storage: Storage, logger: logging.Logger,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.results_dir = results_dir
+        self.storage = storage
         self.log = logger
         self.clock = clock
 
@@ -52,63 +50,46 @@ class ResultCache:
         or None when there is nothing to reuse -- or when the task was
         cancelled meanwhile (its copies are removed; the caller does nothing).
         """
-        source = self.find(task)
-        if source is None:
+        try:
+            source = self.find(task)
+            files = self.copy_results(source, task.id) if source is not None else None
+        except StorageUnavailable as exc:  # the task simply runs
+            log_event(self.log, "cache.unavailable", task.id, logging.WARNING, detail=exc.detail)
             return None
-        files = self.copy_results(source, task.id)
-        if files is None:
+        if source is None or files is None:
             return None
         try:
             done = self.store.update(task.id, lambda t: complete(
                 t, self.clock(), files, source.summary, list(source.warnings),
                 cached_from=source.id, model_version=source.model_version))
         except InvalidTransition:
-            for name in files:
-                (self.results_dir / name).unlink(missing_ok=True)
+            self.storage.remove(RESULTS, files)
             return None
         log_event(self.log, "task.completed", task.id, cached_from=source.id, files=len(files),
                   duration_s=0)
         return done
 
     def find(self, task: Task) -> Task | None:
-        """A completed, unexpired twin whose files are all still on disk."""
+        """A completed, unexpired twin whose files are all still stored."""
         for other in self.store.completed_with_key(task.cache_key):
             if other.id == task.id or not other.result_files:
                 continue
-            if all((self.results_dir / name).is_file() for name in other.result_files):
+            if all(self.storage.exists(RESULTS, name) for name in other.result_files):
                 return other
         return None
 
     def copy_results(self, source: Task, task_id: str) -> list[str] | None:
         """The source's files under ``{task_id}_...``; None (and nothing left
         behind) when a file vanished meanwhile, e.g. removed by the cleaner."""
-        made: list[Path] = []
+        made: list[str] = []
         prefix = f"{source.id}_"
         try:
             for name in source.result_files:
-                target = self.results_dir / f"{task_id}_{name.removeprefix(prefix)}"
-                _link_or_copy(self.results_dir / name, target)
+                target = f"{task_id}_{name.removeprefix(prefix)}"
+                self.storage.copy(RESULTS, name, target)
                 made.append(target)
         except FileNotFoundError:
-            for p in made:
-                p.unlink(missing_ok=True)
+            self.storage.remove(RESULTS, made)
             return None
-        return [p.name for p in made]
+        return made
 
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-        return
-    except FileNotFoundError:
-        raise
-    except OSError:
-        pass  # no hard links here (or cross-device): fall back to a copy
-    fd, tmp = tempfile.mkstemp(prefix=".copy-", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -4,12 +4,14 @@ removed and their tasks marked expired (downloads then answer 410).
 A finished task's age is counted from when it finished; files that belong to
 no task (left by a crash, or by a refused start) are judged by their mtime.
 Files of pending or running tasks are never touched, however old.
+
+With several instances, one sweeps the storage at a time (``store.alone``);
+each prunes its own cache of an object store (``Storage.prune_cache``).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .logging_setup import log_event
+from .storage import (
+    RESULTS,
+    UPLOADS,
+    Storage,
+    remove_old_entries,
+    remove_unlinked_content,
+)
 from .store import BaseTaskStore
 from .task import Task, expire
 from .uploads import CONTENT_DIR
@@ -33,14 +42,16 @@ class SweepReport:
 
 
 class Cleaner:
-    def __init__(self, store: BaseTaskStore, *, uploads_dir: Path, results_dir: Path,
+    def __init__(self, store: BaseTaskStore, *, storage: Storage,
                  staging_dir: Path, retention_s: float, interval_s: float,
-                 record_retention_s: float = 30 * 86400.0,
+                 record_retention_s: float = 30 * 86400.0, cache_age_s: float = 2 * 3600.0,
                  logger: logging.Logger, clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        self.uploads_dir = uploads_dir
-        self.results_dir = results_dir
+        self.storage = storage
         self.staging_dir = staging_dir
+        # An object store's cached copies unused this long go (a task's own are
+        # touched when it starts and it runs at most PREDICT_TASK_TIMEOUT_S).
+        self.cache_age_s = cache_age_s
         self.retention_s = retention_s
         self.record_retention_s = record_retention_s  # after expiry, then the record goes
         self.interval_s = interval_s
@@ -67,11 +78,16 @@ class Cleaner:
 
     def sweep(self, now: float | None = None) -> SweepReport:
         """One pass; skipped (an empty report) while another instance sharing
-        the records sweeps (``store.alone``)."""
+        the records sweeps (``store.alone``); this machine's cache is pruned either way."""
+        now = self.clock() if now is None else now
         with self.store.alone("cleaner") as mine:
-            if not mine:
-                return SweepReport()
-            return self._sweep(self.clock() if now is None else now)
+            report = self._sweep(now) if mine else SweepReport()
+        if self.storage.shared_cache:
+            in_use = {t.upload_name for t in self.store.active()}
+            pruned = self.storage.prune_cache(in_use, now - self.cache_age_s)
+            if pruned:
+                log_event(self.log, "cleaner.cache_pruned", removed_files=pruned)
+        return report
 
     def _sweep(self, now: float) -> SweepReport:
         cutoff = now - self.retention_s
@@ -97,63 +113,21 @@ class Cleaner:
                 keep.add(task.upload_name)
                 keep.update(task.result_files)
         keep.add(CONTENT_DIR)
-        for directory in (self.uploads_dir, self.results_dir):
-            report.removed_files += self._remove_orphans(directory, keep, cutoff)
-        report.removed_files += self._remove_unlinked_content(now - STAGING_MAX_AGE_S)
-        report.removed_files += self._remove_orphans(
+        for area in (UPLOADS, RESULTS):
+            report.removed_files += self.storage.sweep(area, keep, cutoff)
+        report.removed_files += remove_unlinked_content(
+            self.storage.local_dir(UPLOADS) / CONTENT_DIR, now - STAGING_MAX_AGE_S)
+        report.removed_files += remove_old_entries(
             self.staging_dir, set(), now - min(STAGING_MAX_AGE_S, self.retention_s))
         if report.expired_tasks or report.removed_files or report.deleted_records:
             log_event(self.log, "cleaner.swept", expired_tasks=report.expired_tasks,
                       removed_files=report.removed_files, deleted_records=report.deleted_records)
         return report
 
-    def _remove_unlinked_content(self, cutoff: float) -> int:
-        """Stored contents no task's upload links to any more (link count 1), left
-        alone for an hour after their last use so a new upload can still link them."""
-        removed = 0
-        content = self.uploads_dir / CONTENT_DIR
-        if not content.is_dir():
-            return 0
-        for blob in content.iterdir():
-            try:
-                st = blob.lstat()
-            except FileNotFoundError:
-                continue
-            if st.st_nlink <= 1 and st.st_mtime < cutoff:
-                blob.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
     def _task_results(self, task_id: str) -> set[str]:
-        return {p.name for p in self.results_dir.glob(f"{task_id}_*")}
+        return self.storage.names(RESULTS, f"{task_id}_")
 
     def _remove_task_files(self, task: Task) -> int:
-        removed = 0
-        targets = [self.uploads_dir / task.upload_name]
-        targets += [self.results_dir / name for name in task.result_files]
-        targets += list(self.results_dir.glob(f"{task.id}_*"))
-        for p in dict.fromkeys(targets):
-            if p.is_file():
-                p.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def _remove_orphans(self, directory: Path, keep: set[str], cutoff: float) -> int:
-        removed = 0
-        if not directory.is_dir():
-            return 0
-        for p in directory.iterdir():
-            if p.name in keep or p.name == ".gitkeep":
-                continue
-            try:
-                mtime = p.lstat().st_mtime
-            except FileNotFoundError:
-                continue
-            if mtime >= cutoff:
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            removed += 1
-        return removed
+        removed = self.storage.remove(UPLOADS, [task.upload_name])
+        removed += self.storage.remove(RESULTS, task.result_files)
+        return removed + self.storage.remove_prefix(RESULTS, f"{task.id}_")

@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..engine.errors import PredictionCancelled, PredictionError
 from .cache import ResultCache
 from .logging_setup import log_event
 from .runner import JobCrashed, JobSpec, Runner, TaskTimedOut
+from .storage import RESULTS, UPLOADS, Storage, StorageUnavailable
 from .store import StoreUnwritable, TaskNotFound, TaskStore
 from .task import (
     PENDING,
@@ -63,14 +63,13 @@ RunControl = _Running
 
 class TaskExecutor:
     def __init__(self, store: TaskStore, runner: Runner, cache: ResultCache, *,
-                 uploads_dir: Path, results_dir: Path, max_workers: int, max_pending: int,
+                 storage: Storage, max_workers: int, max_pending: int,
                  timeout_s: float, logger: logging.Logger, model_version: Callable[[], str | None],
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.runner = runner
         self.cache = cache
-        self.uploads_dir = uploads_dir
-        self.results_dir = results_dir
+        self.storage = storage
         self.max_workers = max_workers
         self.max_pending = max_pending
         self.timeout_s = timeout_s
@@ -287,10 +286,19 @@ class TaskExecutor:
             return  # cancelled between leaving the queue and starting
         log_event(self.log, "task.started", task_id, attempt=task.attempts, year=task.year,
                   major=task.major, priority=task.priority)
+        try:  # in an object store: downloaded into this machine's cache first
+            upload = self.storage.fetch(UPLOADS, task.upload_name).path
+        except FileNotFoundError:
+            self._fail(task_id, "UPLOAD_MISSING", "找不到该任务的上传文件（可能已被清理），请重新提交")
+            return
+        except StorageUnavailable as exc:
+            self._fail(task_id, exc.code, "文件存储（对象存储）暂时无法访问，未能读取上传文件，请稍后重新提交",
+                       detail=exc.detail)
+            return
         spec = JobSpec(
-            task_id=task.id, upload_path=str(self.uploads_dir / task.upload_name),
+            task_id=task.id, upload_path=str(upload),
             year=task.year, major=task.major, config=dict(task.config),
-            out_dir=str(self.results_dir), file_prefix=f"{task.id}_")
+            out_dir=str(self.storage.local_dir(RESULTS)), file_prefix=f"{task.id}_")
         started = time.monotonic()
         last_message = [task.message]
 
@@ -344,6 +352,14 @@ class TaskExecutor:
                 code, reason = "INTERNAL_ERROR", "预测进程异常退出，请稍后重试或联系管理员"
             self.store.update(task_id, lambda t: fail(t, self.clock(), code, reason))
             return
+        try:  # the whole set, before the task says completed (no-op in a directory)
+            for name in outcome.files:
+                self.storage.publish(RESULTS, name)
+        except StorageUnavailable as exc:
+            self._remove_results(task_id)
+            self._fail(task_id, exc.code, "结果文件未能存入文件存储（对象存储暂时无法访问），请稍后重新提交",
+                       detail=exc.detail)
+            return
         version = self.model_version()
         self.store.update(task_id, lambda t: complete(
             t, self.clock(), outcome.files, outcome.summary, outcome.warnings,
@@ -354,9 +370,18 @@ class TaskExecutor:
                   duration_s=round(time.monotonic() - started, 3))
 
     def _remove_results(self, task_id: str) -> None:
-        """A failed or cancelled run leaves no half set of files behind."""
-        for p in self.results_dir.glob(f"{task_id}_*"):
-            p.unlink(missing_ok=True)
+        """A failed or cancelled run leaves no half set of files behind (objects
+        an unreachable store keeps are orphans the cleaner's sweep removes)."""
+        try:
+            self.storage.remove_prefix(RESULTS, f"{task_id}_")
+        except StorageUnavailable as exc:
+            log_event(self.log, "storage.remove_failed", task_id, logging.WARNING,
+                      detail=exc.detail)
+
+    def _fail(self, task_id: str, code: str, message: str, **fields: object) -> None:
+        """End a started task that never reached the engine (its input is missing)."""
+        self.store.update(task_id, lambda t: fail(t, self.clock(), code, message))
+        log_event(self.log, "task.failed", task_id, logging.WARNING, code=code, **fields)
 
     def _record_failure(self, task_id: str, code: str, message: str) -> bool:
         """Fail the task; False when the store cannot be written now (retry later)."""

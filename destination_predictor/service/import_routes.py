@@ -70,7 +70,7 @@ from ..importer import (
 )
 from .errors import ServiceError
 from .logging_setup import log_event
-from .manager import current_manager
+from .manager import TaskManager, current_manager
 from .responses import ok
 from .runner import limit_memory
 from .task import Task
@@ -197,15 +197,20 @@ def _import_in_child(kwargs: dict[str, Any], memory_mb: int) -> _Outcome:
     return _Outcome(msg[-1], exitcode=proc.exitcode)
 
 
-def _result_paths(results_dir: Path, names: tuple[str, ...]) -> list[Path]:
-    """Only names recorded on the task, and only directly inside the results dir."""
-    base = results_dir.resolve()
+def _result_paths(mgr: TaskManager, names: tuple[str, ...]) -> list[Path]:
+    """Only names recorded on the task, each a plain name in the results (local
+    copies when they are stored elsewhere)."""
+    for name in names:
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ServiceError("BAD_RESULT_FILE", "任务记录的结果文件名无效，无法导入")
     paths: list[Path] = []
     for name in names:
-        path = (base / name).resolve()
-        if path.parent != base:
-            raise ServiceError("BAD_RESULT_FILE", "任务记录的结果文件名无效，无法导入")
-        paths.append(path)
+        try:
+            paths.append(mgr.stored_result(name).path)
+        except ServiceError as exc:
+            if exc.code != "RESULT_GONE":
+                raise
+            raise ServiceError("RESULT_FILE_MISSING", f"结果文件已被清理，无法导入：{name}") from None
     return paths
 
 
@@ -234,10 +239,8 @@ def import_task(task_id: str) -> tuple[Response, int]:
     body = _json_body()
     task = mgr.completed(task_id, purpose="导入")
     grades = _wants_grades(body)
-    files = _result_paths(settings.results_dir, task.result_files)
-    grades_file = settings.uploads_dir / task.upload_name if grades else None
-    if grades_file is not None and not grades_file.is_file():
-        raise ServiceError("UPLOAD_MISSING", "任务上传的成绩文件已被清理，无法导入成绩")
+    files = _result_paths(mgr, task.result_files)
+    grades_file = mgr.stored_upload(task, "任务上传的成绩文件已被清理，无法导入成绩") if grades else None
     started = time.monotonic()
     outcome = _import_in_child(dict(
         result_files=files, database_url=url, grades_file=grades_file,

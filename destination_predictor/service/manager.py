@@ -32,6 +32,7 @@ from .errors import ServiceError
 from .executor import NotCancellable, QueueFull, TaskExecutor
 from .logging_setup import close_logger, log_event
 from .settings import Settings
+from .storage import RESULTS, UPLOADS, Storage, StorageUnavailable, StoredFile
 from .store import StoreUnwritable, TaskNotFound, TaskStore
 from .task import (
     CANCELLED,
@@ -60,8 +61,8 @@ def current_manager() -> TaskManager:
 
 class TaskManager:
     def __init__(self, settings: Settings, engine: Any, engine_error: str | None,
-                 store: TaskStore, executor: TaskExecutor, cache: ResultCache,
-                 cleaner: Cleaner, logger: logging.Logger,
+                 store: TaskStore, executor: TaskExecutor | RqDispatcher, cache: ResultCache,
+                 cleaner: Cleaner, storage: Storage, logger: logging.Logger,
                  clock: Callable[[], float] = time.time,
                  plan_versions: Callable[[int, str | None], dict[str, str]] | None = None,
                  ) -> None:
@@ -72,6 +73,7 @@ class TaskManager:
         self.executor = executor
         self.cache = cache
         self.cleaner = cleaner
+        self.storage = storage
         self.log = logger
         self.clock = clock
         # {major: version} of the plans a run reads (plan_store); recorded on each task.
@@ -125,6 +127,11 @@ class TaskManager:
         except UploadRejected as exc:
             log_event(self.log, "upload.rejected", None, logging.WARNING, code=exc.code,
                       file=filename)
+            raise
+        try:  # shared before the task exists: any worker may take it
+            self.storage.publish(UPLOADS, saved.stored_name)
+        except StorageUnavailable:
+            discard_upload(saved)
             raise
         version = engine.model_version
         task = Task(
@@ -212,20 +219,30 @@ class TaskManager:
         return task
 
     def result_path(self, task_id: str, filename: str) -> Path:
-        """Only a file recorded on the task, and only inside the results dir."""
+        """Only a file recorded on the task (a local copy when stored elsewhere)."""
+        return self.result_file(task_id, filename).path
+
+    def result_file(self, task_id: str, filename: str) -> StoredFile:
+        """The local copy of one recorded result, with the tag that names its
+        content on every instance (None in a directory: the web layer's own)."""
         task = self.completed(task_id)
         if filename not in task.result_files:
             raise ServiceError("FILE_NOT_FOUND", "该任务没有这个结果文件")
-        return self._inside_results(filename)
+        return self.stored_result(filename)
 
-    def _inside_results(self, filename: str) -> Path:
-        base = self.settings.results_dir.resolve()
-        path = (base / filename).resolve()
-        if path.parent != base:
-            raise ServiceError("FILE_NOT_FOUND", "该任务没有这个结果文件")
-        if not path.is_file():
-            raise ServiceError("RESULT_GONE", "结果文件已被清理，请重新提交任务")
-        return path
+    def stored_upload(self, task: Task, gone: str) -> Path:
+        """The task's upload as a local file; ``gone`` is the refusal's message
+        when it has been cleaned up."""
+        try:
+            return self.storage.fetch(UPLOADS, task.upload_name).path
+        except FileNotFoundError:
+            raise ServiceError("UPLOAD_MISSING", gone) from None
+
+    def stored_result(self, filename: str) -> StoredFile:
+        try:
+            return self.storage.fetch(RESULTS, filename)
+        except FileNotFoundError:
+            raise ServiceError("RESULT_GONE", "结果文件已被清理，请重新提交任务") from None
 
     def results_zip(self, task_id: str) -> tuple[IO[bytes], str]:
         """Every result of a task in one zip (stored, not deflated: xlsx is
@@ -234,7 +251,7 @@ class TaskManager:
         Members carry the engine's names (``Cohort2024_Predictions_ai.xlsx``),
         not the stored ``{task_id}_`` prefix; the zip's own name keeps the id."""
         task = self.completed(task_id)
-        paths = [self._inside_results(name) for name in task.result_files]
+        paths = [self.stored_result(name).path for name in task.result_files]
         tmp = tempfile.TemporaryFile(dir=self.settings.staging_dir)
         try:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -250,7 +267,7 @@ class TaskManager:
 
     def _free_bytes(self) -> int | None:
         try:
-            return shutil.disk_usage(self.settings.data_dir).free
+            return shutil.disk_usage(self.settings.files_root).free
         except OSError:
             return None
 
@@ -269,6 +286,9 @@ class TaskManager:
         dead = self.executor.dead_workers()
         if dead:
             found.append(("WORKER_DEAD", f"{dead} 个执行线程已停止（正在重启）"))
+        storage_problem = self.storage.problem()
+        if storage_problem is not None:
+            found.append(("STORAGE_UNAVAILABLE", "文件存储（对象存储）连不上"))
         if not self.store.writable() or self.executor.unrecorded_failures():
             found.append(("STORE_UNWRITABLE", "任务记录无法写入（数据目录磁盘已满或不可写）"))
         if self._disk_low(self._free_bytes() if free is None else free):
@@ -314,13 +334,13 @@ class TaskManager:
 
     def disk_usage(self) -> dict[str, int]:
         """Task files in uploads/ and results/ and the bytes they take, at most
-        ``DISK_USAGE_CACHE_S`` old (see ``_dir_size``)."""
+        ``DISK_USAGE_CACHE_S`` old (``storage.dir_size``; an object store's listing)."""
         with self._disk_lock:
             now = time.monotonic()
             if self._disk_usage is not None and now - self._disk_usage[0] < DISK_USAGE_CACHE_S:
                 return self._disk_usage[1]
-            up_bytes, up_files = _dir_size(self.settings.uploads_dir)
-            res_bytes, res_files = _dir_size(self.settings.results_dir)
+            up_bytes, up_files = self.storage.usage(UPLOADS)
+            res_bytes, res_files = self.storage.usage(RESULTS)
             value = {"uploads_bytes": up_bytes, "uploads_files": up_files,
                      "results_bytes": res_bytes, "results_files": res_files}
             self._disk_usage = (now, value)
@@ -354,36 +374,3 @@ def _disk_full() -> ServiceError:
 def _queue_full() -> ServiceError:
     return ServiceError("QUEUE_FULL", "排队任务已满，请稍后再提交", {"Retry-After": "30"})
 
-
-def _dir_size(root: Path) -> tuple[int, int]:
-    """(bytes, files) of one data directory as the monitor shows them.
-
-    Files: the task files directly in ``root`` (one upload or one result per
-    name); dot files are not tasks' -- the repository's ``.gitkeep``, a copy in
-    progress (``.name.part``). Bytes: what those files and the content store
-    under ``root`` (``uploads/.content``: each distinct upload once, a hard link
-    per task) take on disk, each inode counted once. Files vanishing meanwhile
-    (the cleaner runs concurrently) are simply not counted."""
-    sizes: dict[tuple[int, int], int] = {}
-    count = 0
-    pending: list[tuple[str, bool]] = [(str(root), True)]
-    while pending:
-        directory, top = pending.pop()
-        try:
-            with os.scandir(directory) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((entry.path, False))
-                    continue
-                if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            sizes[(st.st_dev, st.st_ino)] = st.st_size
-            count += top
-    return sum(sizes.values()), count

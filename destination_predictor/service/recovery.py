@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .executor import TaskExecutor
 from .logging_setup import log_event
+from .storage import RESULTS, UPLOADS, Storage
 from .store import TaskStore
 from .task import MAX_ATTEMPTS, RUNNING, fail, requeue
 
@@ -30,21 +31,27 @@ class RecoveryReport:
     removed_staging: int = 0
 
 
-def recover(store: TaskStore, executor: TaskExecutor, *, uploads_dir: Path, results_dir: Path,
-            logger: logging.Logger, clock: Callable[[], float] = time.time) -> RecoveryReport:
-    """Run once, before the executor's threads start."""
-    report = RecoveryReport()
-    # A job killed mid-write leaves its staging folder of half-written
-    # workbooks (engine.reports.write_reports); nothing runs yet, so all go.
+def remove_staging(results_dir: Path) -> int:
+    """The staging folders of half-written workbooks (engine.reports.write_reports)
+    that jobs killed mid-write left in ``results_dir``; only while no job of this
+    machine runs. Returns how many went."""
+    removed = 0
     for staging in results_dir.glob(".staging-*"):
         if staging.is_dir() and not staging.is_symlink():
             shutil.rmtree(staging, ignore_errors=True)
-            report.removed_staging += 1
+            removed += 1
+    return removed
+
+
+def recover(store: TaskStore, executor: TaskExecutor, *, storage: Storage,
+            logger: logging.Logger, clock: Callable[[], float] = time.time) -> RecoveryReport:
+    """Run once, before the executor's threads start."""
+    report = RecoveryReport()
+    report.removed_staging = remove_staging(storage.local_dir(RESULTS))
     for task in store.active():
         if task.status is RUNNING:
             # Partial output of the interrupted run; the re-run writes it anew.
-            for p in results_dir.glob(f"{task.id}_*"):
-                p.unlink(missing_ok=True)
+            storage.remove_prefix(RESULTS, f"{task.id}_")
         if task.attempts >= MAX_ATTEMPTS:
             store.update(task.id, lambda t: fail(
                 t, clock(), "TOO_MANY_ATTEMPTS", "任务多次因服务中断未能完成，已放弃，请检查文件后重新提交"))
@@ -52,7 +59,7 @@ def recover(store: TaskStore, executor: TaskExecutor, *, uploads_dir: Path, resu
             log_event(logger, "task.failed", task.id, logging.WARNING, code="TOO_MANY_ATTEMPTS",
                       attempts=task.attempts)
             continue
-        if not (uploads_dir / task.upload_name).is_file():
+        if not storage.exists(UPLOADS, task.upload_name):
             store.update(task.id, lambda t: fail(
                 t, clock(), "UPLOAD_MISSING", "服务重启后找不到该任务的上传文件，请重新提交"))
             report.failed.append(task.id)

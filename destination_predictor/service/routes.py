@@ -98,11 +98,14 @@ def cancel_task(task_id: str) -> tuple[Response, int]:
 
 @api_bp.get("/task/result/<task_id>/<filename>")
 def task_result(task_id: str, filename: str) -> Response:
-    path = current_manager().result_path(task_id, filename)
+    stored = current_manager().result_file(task_id, filename)
     # Stored and addressed as {task_id}_Cohort...xlsx (one results/ dir for all
-    # tasks); saved on the user's disk under the engine's own name.
-    return send_file(path, mimetype=XLSX_MIME, as_attachment=True,
-                     download_name=path.name.removeprefix(f"{task_id}_"), max_age=0)
+    # tasks); saved on the user's disk under the engine's own name. From an
+    # object store, the object's ETag: the same on every instance, so a resumed
+    # download (Range + If-Range) may continue on another one.
+    return send_file(stored.path, mimetype=XLSX_MIME, as_attachment=True,
+                     download_name=stored.path.name.removeprefix(f"{task_id}_"), max_age=0,
+                     etag=stored.etag if stored.etag is not None else True)
 
 
 @api_bp.get("/task/<task_id>/results.zip")

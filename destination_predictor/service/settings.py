@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..engine.excel import DEFAULT_MAX_CELLS
@@ -70,6 +71,38 @@ def _timezone(value: Any) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {name!r}") from exc
     return name
+
+
+def parse_storage_url(raw: str | None) -> tuple[str, str, str]:
+    """``(kind, location, prefix)``: ``("dir", "", "")`` for the data dir,
+    ``("dir", "/abs/path", "")`` for ``file:///abs/path`` (or a bare absolute
+    path), ``("s3", bucket, "prefix/")`` for ``s3://bucket/prefix``.
+
+    Raises ValueError (the settings loader names the variable)."""
+    if raw is None or raw == "":
+        return "dir", "", ""
+    if raw.startswith("/"):
+        return "dir", str(Path(raw).resolve()), ""
+    parts = urlsplit(raw)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError("file:// needs an absolute path, e.g. file:///mnt/predict")
+        return "dir", str(Path(parts.path).resolve()), ""
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ValueError("s3:// needs a bucket, e.g. s3://predict-files/prod")
+        if parts.query or parts.fragment:
+            raise ValueError("s3:// takes a bucket and a prefix only")
+        prefix = parts.path.strip("/")
+        return "s3", parts.netloc, f"{prefix}/" if prefix else ""
+    raise ValueError("must be empty, file:///path or s3://bucket/prefix")
+
+
+def _storage_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    parse_storage_url(str(value))
+    return str(value)
 
 
 def setting(default: Any, parse: Any, minimum: float | None = None) -> Any:
@@ -131,19 +164,32 @@ class Settings:
     # The distributed mode (issue 12): unset = the embedded pool; redis://host:port/db
     # = tasks dispatched as RQ jobs to ``python -m destination_predictor.worker``.
     queue_url: str | None = setting(None, _optional_text)
+    # Where uploads and results live (service.storage): unset = the data dir;
+    # file:///path = a directory every instance mounts; s3://bucket/prefix = an
+    # object store (the S3 API at PREDICT_S3_ENDPOINT_URL, or AWS when unset).
+    storage_url: str | None = setting(None, _storage_url)
+    s3_endpoint_url: str | None = setting(None, _optional_text)
+
+    @property
+    def files_root(self) -> Path:
+        """Where ``uploads/`` and ``results/`` are: a ``file://`` storage's
+        directory, else the data dir (with ``s3://`` they are this machine's cache)."""
+        kind, location, _ = parse_storage_url(self.storage_url)
+        return Path(location) if kind == "dir" and location else self.data_dir
 
     @property
     def uploads_dir(self) -> Path:
-        return self.data_dir / "uploads"
+        return self.files_root / "uploads"
 
     @property
     def results_dir(self) -> Path:
-        return self.data_dir / "results"
+        return self.files_root / "results"
 
     @property
     def staging_dir(self) -> Path:
-        """Where uploads are checked before they are allowed into ``uploads/``."""
-        return self.data_dir / ".staging"
+        """Where uploads are checked before they are allowed into ``uploads/``
+        (beside it: a checked upload is moved in by a rename)."""
+        return self.files_root / ".staging"
 
     @property
     def db_path(self) -> Path:

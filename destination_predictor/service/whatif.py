@@ -125,9 +125,7 @@ def student(task_id: str, snh: str) -> tuple[Response, int]:
     snh = snh.strip()
     if not snh or len(snh) > MAX_SNH_CHARS:
         raise ServiceError("STUDENT_NOT_FOUND", "该任务中没有这个学号的学生")
-    upload = manager.settings.uploads_dir / task.upload_name
-    if not upload.is_file():
-        raise ServiceError("UPLOAD_MISSING", "该任务的成绩文件已被清理，请重新提交任务")
+    upload = manager.stored_upload(task, "该任务的成绩文件已被清理，请重新提交任务")
     config = PredictConfig.parse(task.config or None)
     found = _read_isolated(str(upload), snh, task.major is None, config.legacy_columns,
                            manager.settings)

@@ -37,6 +37,7 @@ from ..service.logging_setup import build_logger, log_event
 from ..service.runner import ThreadRunner
 from ..service.settings import Settings, SettingsError, load_settings
 from ..service.shared_store import SharedTaskStore
+from ..service.storage import open_storage
 from .jobs import WorkerContext, current, install
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -78,13 +79,14 @@ def build_context(settings: Settings) -> WorkerContext:
     engine = engine_args(settings).build()
     log_event(log, "worker.model_loaded", None, model_version=engine.model_version, pid=os.getpid())
     store = SharedTaskStore(str(settings.tasks_db_url))
-    cache = ResultCache(store, settings.results_dir, log)
+    storage = open_storage(settings.storage_url, settings.data_dir,
+                           endpoint_url=settings.s3_endpoint_url)
+    cache = ResultCache(store, storage, log)
     executor = TaskExecutor(
-        store, ThreadRunner(engine), cache, uploads_dir=settings.uploads_dir,
-        results_dir=settings.results_dir, max_workers=1, max_pending=0,
+        store, ThreadRunner(engine), cache, storage=storage, max_workers=1, max_pending=0,
         timeout_s=settings.task_timeout_s, logger=log,
         model_version=lambda: engine.model_version)
-    return WorkerContext(settings, store, executor, log)
+    return WorkerContext(settings, store, storage, executor, log)
 
 
 class PredictWorker(Worker):
@@ -112,6 +114,7 @@ class PredictWorker(Worker):
         shared with it across the fork."""
         _die_with_parent()
         current().store.after_fork()
+        current().storage.after_fork()
         return super().perform_job(job, queue)
 
 

@@ -28,6 +28,7 @@ from ..service.logging_setup import log_event
 from ..service.runner import limit_memory, lower_priority
 from ..service.settings import Settings
 from ..service.shared_store import SharedTaskStore
+from ..service.storage import RESULTS, Storage, StorageUnavailable
 from ..service.task import PENDING, RUNNING, InvalidTransition, fail
 
 
@@ -35,6 +36,7 @@ from ..service.task import PENDING, RUNNING, InvalidTransition, fail
 class WorkerContext:
     settings: Settings
     store: SharedTaskStore
+    storage: Storage
     executor: TaskExecutor
     log: logging.Logger
 
@@ -143,7 +145,9 @@ def job_failed(job: Any, connection: Any, exc_type: type[BaseException] | None,
         ctx.store.update(task_id, lambda t: fail(t, ctx.executor.clock(), code, message))
     except InvalidTransition:
         return
-    for p in ctx.settings.results_dir.glob(f"{task_id}_*"):
-        p.unlink(missing_ok=True)
+    try:
+        ctx.storage.remove_prefix(RESULTS, f"{task_id}_")
+    except StorageUnavailable as exc:  # orphans the cleaner's sweep removes
+        log_event(ctx.log, "storage.remove_failed", task_id, logging.WARNING, detail=exc.detail)
     log_event(ctx.log, "task.failed", task_id, logging.WARNING, code=code,
               detail=type(exc_value).__name__ if exc_value is not None else None)
