@@ -10,6 +10,7 @@ in-memory task index must live where the requests are served.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -40,7 +41,7 @@ from .jobs_db import open_jobs_db
 from .logging_setup import build_logger, log_event
 from .manager import EXTENSION_KEY, TaskManager
 from .notifier import Notifier
-from .notify_store import NotifyStore, default_url
+from .notify_store import NotifyStore
 from .plan_routes import PLANS_KEY, plans_bp
 from .plan_store import PlanStore, isolated_checker
 from .recovery import RecoveryReport, recover
@@ -108,7 +109,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     # Completion notifications: endings become durable deliveries (a quick
     # listener), the sender thread POSTs them (service.notifier).
     notifier = Notifier(
-        NotifyStore(settings.webhook_database_url or default_url(settings.data_dir)),
+        NotifyStore(settings.webhooks_url),
         public_url=settings.public_url, timeout_s=settings.webhook_timeout_s,
         max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
         retention_s=settings.record_retention_days * 86400.0, logger=logger)
@@ -118,6 +119,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     app.extensions[PLANS_KEY] = plan_store
     # Batches and schedules: their own tables (jobs_db), tasks through the manager.
     jobs_db = open_jobs_db(settings.jobs_url)
+    _warn_about_unused_files(settings, logger)
     batches = Batches(manager, jobs_db, logger)
     scheduler = Scheduler(manager, jobs_db, logger, root=settings.schedule_root,
                           default_timezone=settings.schedule_timezone,
@@ -163,6 +165,18 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
               recovery_failed=len(report.failed), staging_removed=report.removed_staging,
               model_loaded=engine is not None)
     return app
+
+
+def _warn_about_unused_files(settings: Settings, logger: Any) -> None:
+    """Records an earlier embedded service kept in the data dir are not moved to
+    the task records' PostgreSQL (``Settings.shared_records_url``): say so once
+    at start, so that an operator missing their schedules or webhooks knows why."""
+    for name, url in (("jobs.sqlite3", settings.jobs_url),
+                      ("notifications.sqlite3", settings.webhooks_url)):
+        path = settings.data_dir / name
+        if path.exists() and url == settings.shared_records_url:
+            log_event(logger, "records.sqlite_not_used", None, logging.WARNING, file=path,
+                      now="PREDICT_TASKS_DB_URL")
 
 
 def open_task_store(settings: Settings) -> BaseTaskStore:

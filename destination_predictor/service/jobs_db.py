@@ -5,7 +5,10 @@ meant to move to PostgreSQL with the task records (issue 12) without a
 rewrite, and the one rule that keeps a schedule from firing twice -- a run row
 keyed by ``(schedule_id, scheduled_for)`` under a unique constraint, inserted
 to claim the run -- means the same on both. The default URL is a SQLite file
-in the data dir (``jobs.sqlite3``, readable by the service's user only).
+in the data dir (``jobs.sqlite3``, readable by the service's user only), or
+the task records' database when ``PREDICT_TASKS_DB_URL`` names PostgreSQL
+(``Settings.jobs_url``): the table names here differ from the task store's and
+the notifications', so the three can share one database.
 
 Tables (times are Unix seconds):
 

@@ -1,5 +1,6 @@
 """Webhooks and their deliveries, durable: SQLAlchemy Core over a URL
-(``PREDICT_WEBHOOK_DATABASE_URL``; default a SQLite file in the data dir).
+(``PREDICT_WEBHOOK_DATABASE_URL``; default a SQLite file in the data dir, or
+the task records' PostgreSQL when ``PREDICT_TASKS_DB_URL`` names one).
 
 SQLAlchemy Core rather than ``sqlite3`` like ``store.py``: the same statements
 run on PostgreSQL when issue 12 moves the records there, and the import code
@@ -15,9 +16,12 @@ delivered row is never sent again. A crash between the answer and that
 statement sends it once more with the same delivery id, which the receiver
 uses as its idempotency key.
 
-One sender per data dir (the task store's lock already makes the service the
-only one); several instances on one PostgreSQL would need ``FOR UPDATE SKIP
-LOCKED`` when claiming.
+Several instances on one PostgreSQL (the distributed mode) each run a sender
+over the same rows: ``begin_attempt`` is the claim -- an ``UPDATE`` that
+matches only while the row still has the attempt count the sender read, so of
+two senders that picked the same due row one changes it and goes on, the
+other's update matches nothing (PostgreSQL re-checks the condition after the
+first commits) and it skips the row. Each attempt is made by one instance.
 """
 
 from __future__ import annotations

@@ -197,8 +197,24 @@ class Settings:
 
     @property
     def jobs_url(self) -> str:
-        """Where batches, schedules and their runs are recorded."""
-        return self.jobs_database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
+        """Where batches, schedules and their runs are recorded: the setting, else
+        the task records' PostgreSQL (``shared_records_url``), else ``jobs.sqlite3``."""
+        return (self.jobs_database_url or self.shared_records_url
+                or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}")
+
+    @property
+    def webhooks_url(self) -> str:
+        """Where webhooks and their deliveries are recorded: the setting, else the
+        task records' PostgreSQL, else ``notifications.sqlite3``."""
+        return (self.webhook_database_url or self.shared_records_url
+                or f"sqlite:///{self.data_dir / 'notifications.sqlite3'}")
+
+    @property
+    def shared_records_url(self) -> str | None:
+        """``PREDICT_TASKS_DB_URL`` when it names PostgreSQL: the records of several
+        instances are there, so batches, schedules and webhooks go there too
+        (their tables have their own names) unless their own setting says otherwise."""
+        return self.tasks_db_url if _url_scheme(self.tasks_db_url) == "postgresql" else None
 
     @property
     def log_path(self) -> Path:
@@ -257,7 +273,27 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
         raise SettingsError(
             f"PREDICT_RETENTION_HOURS ({settings.retention_hours:g} h) must be longer than "
             f"PREDICT_TASK_TIMEOUT_S ({settings.task_timeout_s:g} s)")
+    if settings.queue_url:
+        for name, url in (("PREDICT_JOBS_DATABASE_URL", settings.jobs_database_url),
+                          ("PREDICT_WEBHOOK_DATABASE_URL", settings.webhook_database_url)):
+            if _url_scheme(url) == "sqlite":
+                # Instances on other machines would each have their own file:
+                # every one of them would fire each schedule, and batches and
+                # webhooks would be known only to the instance that made them.
+                raise SettingsError(
+                    f"{name} 是 SQLite 文件（{url}），分布式模式（PREDICT_QUEUE_URL）下各台机器上的"
+                    f" API 实例无法共用它：请删除这个设置（默认与任务记录共用 PREDICT_TASKS_DB_URL"
+                    f" 的 PostgreSQL），或设为 postgresql://…")
     return settings
+
+
+def _url_scheme(url: str | None) -> str | None:
+    """The database kind a SQLAlchemy URL names (``postgres``, ``postgresql+psycopg``
+    -> ``postgresql``), without importing SQLAlchemy here."""
+    if not url or ":" not in url:
+        return None
+    scheme = url.split(":", 1)[0].split("+", 1)[0].strip().lower()
+    return "postgresql" if scheme == "postgres" else scheme
 
 
 def _parse(name: str, raw: Any, parse: Any, minimum: float | None) -> Any:

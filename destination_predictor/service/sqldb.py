@@ -26,6 +26,10 @@ def open_engine(url: str | URL) -> Engine:
     most and a stopped one is reported instead of hanging a request.
     """
     parsed = url if isinstance(url, URL) else make_url(url)
+    if parsed.drivername in ("postgres", "postgresql"):
+        # psycopg 3 (a runtime dependency) for every PostgreSQL URL, as for the
+        # task records: the batch and webhook records default to the same URL.
+        parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {}
     if backend == "sqlite":
