@@ -105,9 +105,10 @@ class TaskManager:
 
     def start_task(self, stream: BinaryIO, filename: str, *, year: int, major: str | None,
                    config: dict[str, Any], priority: str, batch_id: str | None = None,
-                   schedule_id: str | None = None) -> Task:
+                   schedule_id: str | None = None, task_id: str | None = None) -> Task:
         """Check, store and queue one upload; ``batch_id``/``schedule_id`` record
-        which batch or schedule made the task (``service.batches``, ``service.schedules``)."""
+        which batch or schedule made the task (``service.batches``, ``service.schedules``);
+        ``task_id`` is a scheduled run's own id (one task per run, whichever instance starts it)."""
         engine = self._engine()
         major = self.resolve_major(year, major)
         if not self.executor.has_room():
@@ -135,7 +136,7 @@ class TaskManager:
             raise
         version = engine.model_version
         task = Task(
-            id=new_task_id(), seq=self.store.next_seq(), year=year, major=major,
+            id=task_id or new_task_id(), seq=self.store.next_seq(), year=year, major=major,
             file_name=saved.original_name, upload_name=saved.stored_name,
             file_sha256=saved.sha256, config=config, priority=priority,
             cache_key=cache_key(saved.sha256, year, major, config,

@@ -19,12 +19,23 @@ Rules:
   once: the latest), otherwise it is recorded as ``missed``;
 - once per time: a run is claimed by inserting its row keyed by
   ``(schedule_id, scheduled_for)`` under a unique constraint; whoever inserts
-  it runs it. One service per data dir is enforced today (``store``), and the
-  same claim is what lets several instances share one database later;
+  it runs it. On PostgreSQL (several API instances share the records, issue
+  12) the claim stays uncommitted while the task is started and commits with
+  the outcome: another instance's insert of the same run waits for that
+  outcome and then finds the run taken; if the claiming process dies first,
+  the server rolls its claim back and the waiting (or next) instance runs it.
+  The run's task id is derived from ``(schedule_id, scheduled_for)``, so a
+  run taken over after its task was started records that task instead of
+  starting a second one. On SQLite (one service per data dir) the claim is
+  committed at once and a claim left by a crash is closed at the next start;
 - a paused schedule does not fire; resuming does not catch up.
 
 The clock is injected (``clock``) and ``tick()`` is public, so tests decide
-what time it is; the thread only calls ``tick()`` every ``TICK_S``.
+what time it is; the thread only calls ``tick()`` at every whole ``TICK_S``
+of the wall clock. Whole seconds, not a second after the last tick: a run
+starts right at its time, and instances on synchronised clocks reach a fire
+time together -- the case the claim is for, and the one the distributed test
+makes them race in.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import threading
 import time
 import uuid
@@ -42,7 +54,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..engine.errors import PredictionError
@@ -58,6 +70,8 @@ SCHEDULES_KEY = "schedules"
 TICK_S = 1.0
 RUNS_SHOWN = 20
 _HASH_CHUNK = 1024 * 1024
+# Task ids of runs (``run_task_id``): any fixed namespace.
+_RUN_NAMESPACE = uuid.UUID("5b0f3c2e-2f4e-4d53-9c52-7363686564ff")
 
 
 class Scheduler:
@@ -73,7 +87,10 @@ class Scheduler:
         self.default_timezone = default_timezone
         self.grace_s = grace_s
         self.clock = clock
+        # PostgreSQL: the claim is held (uncommitted) while the run starts its task.
+        self.hold_claims = db.dialect.name == "postgresql"
         self._lock = threading.Lock()
+        self._shuffle = random.Random().shuffle
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -81,9 +98,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Close the runs a crash left claimed, then tick in a thread."""
-        with self.db.begin() as conn:
-            conn.execute(update(schedule_runs).where(schedule_runs.c.status == "claimed").values(
-                status="failed", code="INTERRUPTED", message="服务在这次运行开始时停止，未能启动任务"))
+        self.close_interrupted()
         self._thread = threading.Thread(target=self._loop, name="predict-scheduler", daemon=True)
         self._thread.start()
 
@@ -92,8 +107,29 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(10.0)
 
+    def close_interrupted(self) -> int:
+        """Runs claimed by a service that stopped before recording the outcome
+        (SQLite: claims are committed at once, and the one service of the data dir
+        is starting now; PostgreSQL never commits a bare claim). Their task, if the
+        run got as far as starting it, is recorded; otherwise the run failed."""
+        with self.db.connect() as conn:
+            left = conn.execute(select(schedule_runs.c.schedule_id, schedule_runs.c.scheduled_for)
+                                .where(schedule_runs.c.status == "claimed")).all()
+        for schedule_id, scheduled_for in left:
+            task = self.manager.store.get(run_task_id(schedule_id, scheduled_for))
+            outcome = ({"status": "started", "task_id": task.id, "file_name": task.file_name,
+                        "message": "已启动预测任务（服务随后停止，启动时补记）"} if task is not None else
+                       {"status": "failed", "code": "INTERRUPTED",
+                        "message": "服务在这次运行开始时停止，未能启动任务"})
+            with self.db.begin() as conn:
+                conn.execute(update(schedule_runs).where(
+                    schedule_runs.c.schedule_id == schedule_id,
+                    schedule_runs.c.scheduled_for == scheduled_for,
+                    schedule_runs.c.status == "claimed").values(**outcome))
+        return len(left)
+
     def _loop(self) -> None:
-        while not self._stop.wait(TICK_S):
+        while not self._stop.wait(TICK_S - time.time() % TICK_S):
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the scheduler must outlive one bad tick
@@ -221,8 +257,11 @@ class Scheduler:
         fired = []
         with self._lock:
             with self.db.connect() as conn:
-                due = conn.execute(select(schedules).where(
-                    schedules.c.paused.is_(False), schedules.c.next_run_at <= now)).all()
+                due = list(conn.execute(select(schedules).where(
+                    schedules.c.paused.is_(False), schedules.c.next_run_at <= now)))
+            # Each instance in its own order: while one holds a run's claim the
+            # others start other schedules instead of queueing behind it.
+            self._shuffle(due)
             for row in due:
                 run = self._fire(row, now)
                 if run is not None:
@@ -236,6 +275,7 @@ class Scheduler:
         run: dict[str, Any] = {"schedule_id": row.id, "scheduled_for": latest}
         late = now - latest
         status = "claimed" if late <= self.grace_s else "missed"
+        outcome: dict[str, Any] | None = None
         try:
             with self.db.begin() as conn:
                 conn.execute(insert(schedule_runs).values(
@@ -245,65 +285,101 @@ class Scheduler:
                     f"超过宽限期 {self.grace_s / 60:g} 分钟），未补跑"))
                 conn.execute(update(schedules).where(schedules.c.id == row.id)
                              .values(next_run_at=following))
+                if status == "claimed" and self.hold_claims:
+                    # Committed with its outcome: until then another instance's
+                    # insert of this run waits here (see the module doc).
+                    outcome = self._record(conn, row.id, latest, *self._run(row, latest))
         except IntegrityError:
             # Claimed already (by another instance, or before a restart): not again.
             with self.db.begin() as conn:
                 conn.execute(update(schedules).where(schedules.c.id == row.id)
                              .values(next_run_at=following))
+            log_event(self.log, "schedule.claimed_elsewhere", None, logging.DEBUG,
+                      schedule_id=row.id, scheduled_for=latest)
             return None
         if status == "missed":
             log_event(self.log, "schedule.missed", None, logging.WARNING, schedule_id=row.id,
                       late_s=round(late))
             return {**run, "status": "missed"}
-        outcome = self._run(row)
-        with self.db.begin() as conn:
-            conn.execute(update(schedule_runs).where(
-                schedule_runs.c.schedule_id == row.id,
-                schedule_runs.c.scheduled_for == latest).values(**outcome))
+        if outcome is None:  # SQLite: the claim is committed; run, then record
+            result = self._run(row, latest)
+            with self.db.begin() as conn:
+                outcome = self._record(conn, row.id, latest, *result)
         log_event(self.log, "schedule.run", outcome.get("task_id"), schedule_id=row.id,
-                  status=outcome["status"], code=outcome.get("code"))
+                  scheduled_for=latest, status=outcome["status"], code=outcome.get("code"))
         return {**run, **outcome}
 
-    def _run(self, row: Any) -> dict[str, Any]:
-        """Start the newest workbook of the source folder, unless it is the last one used."""
+    def _record(self, conn: Connection, schedule_id: str, scheduled_for: float,
+                outcome: dict[str, Any], used: tuple[str, str] | None) -> dict[str, Any]:
+        """The outcome on the run's row, the file used on the schedule's."""
+        conn.execute(update(schedule_runs).where(
+            schedule_runs.c.schedule_id == schedule_id,
+            schedule_runs.c.scheduled_for == scheduled_for).values(**outcome))
+        if used is not None:
+            conn.execute(update(schedules).where(schedules.c.id == schedule_id)
+                         .values(last_sha256=used[0], last_file=used[1]))
+        return outcome
+
+    def _run(self, row: Any, scheduled_for: float
+             ) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """The outcome of the run and the file it used (recorded by the caller)."""
+        try:
+            return self._start(row, scheduled_for)
+        except Exception:  # noqa: BLE001 - recorded on the run and logged; a held claim rolled back would be retried every tick
+            self.log.exception("event=schedule.run_error schedule_id=%s", row.id)
+            return {"status": "failed", "code": "INTERNAL_ERROR",
+                    "message": "启动任务时发生内部错误，详情见服务日志"}, None
+
+    def _start(self, row: Any, scheduled_for: float
+               ) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """Start the newest workbook of the source folder, unless it is the last one
+        used; returns the outcome and (sha256, name) of the file now counted as used."""
+        task_id = run_task_id(row.id, scheduled_for)
+        try:
+            started = self.manager.store.get(task_id)
+        except ServiceError as exc:
+            return {"status": "failed", "code": exc.code, "message": exc.message}, None
+        if started is not None:  # by an instance that died before recording it
+            return ({"status": "started", "task_id": started.id, "file_name": started.file_name,
+                     "message": "已启动预测任务"}, (started.file_sha256, started.file_name))
         try:
             source = self.source_dir(row.source_dir, self._root())
         except ServiceError as exc:
-            return {"status": "failed", "code": exc.code, "message": exc.message}
+            return {"status": "failed", "code": exc.code, "message": exc.message}, None
         newest = _newest_workbook(source, self.root)
         if newest is None:
             return {"status": "skipped", "code": "NO_SOURCE_FILE",
-                    "message": "来源文件夹中没有 .xlsx 或 .xls 成绩文件"}
+                    "message": "来源文件夹中没有 .xlsx 或 .xls 成绩文件"}, None
         try:
             sha = _sha256(newest)
         except OSError as exc:
             return {"status": "failed", "code": "SOURCE_UNREADABLE", "file_name": newest.name,
-                    "message": f"无法读取来源文件 {newest.name}：{exc.strerror or exc}"}
+                    "message": f"无法读取来源文件 {newest.name}：{exc.strerror or exc}"}, None
         if sha == row.last_sha256:
             return {"status": "skipped", "code": "NOTHING_NEW", "file_name": newest.name,
-                    "message": f"自上次运行以来没有新的导出文件（最新文件 {newest.name} 未变）"}
+                    "message": f"自上次运行以来没有新的导出文件（最新文件 {newest.name} 未变）"}, None
         try:
             with newest.open("rb") as fh:
                 task = self.manager.start_task(
                     fh, newest.name, year=row.year, major=row.major,
                     config=json.loads(row.config or "{}"), priority="normal",
-                    schedule_id=row.id)
+                    schedule_id=row.id, task_id=task_id)
         except ServiceError as exc:
-            if isinstance(exc, UploadRejected):
-                self._used(row.id, sha, newest.name)  # the same broken file is not retried
+            # The same broken file is not retried.
+            used = (sha, newest.name) if isinstance(exc, UploadRejected) else None
             return {"status": "failed", "code": exc.code, "message": exc.message,
-                    "file_name": newest.name}
+                    "file_name": newest.name}, used
         except PredictionError as exc:
             return {"status": "failed", "code": exc.code, "message": exc.message,
-                    "file_name": newest.name}
-        self._used(row.id, sha, newest.name)
+                    "file_name": newest.name}, None
         return {"status": "started", "task_id": task.id, "file_name": newest.name,
-                "message": "已启动预测任务"}
+                "message": "已启动预测任务"}, (sha, newest.name)
 
-    def _used(self, schedule_id: str, sha: str, name: str) -> None:
-        with self.db.begin() as conn:
-            conn.execute(update(schedules).where(schedules.c.id == schedule_id)
-                         .values(last_sha256=sha, last_file=name))
+
+def run_task_id(schedule_id: str, scheduled_for: float) -> str:
+    """The task id of one run: the same for every instance that may start it,
+    so a run is one task however often it is taken over."""
+    return str(uuid.uuid5(_RUN_NAMESPACE, f"{schedule_id}@{round(scheduled_for)}"))
 
 
 # --- helpers -------------------------------------------------------------------
