@@ -85,3 +85,44 @@ def test_recovery_removes_the_staging_of_a_killed_job(app_config: dict[str, Any]
     make_app(runner=FakeRunner(hold=False))
     assert not staging.exists()
     assert kept.exists(), "only staging folders go at start-up"
+
+
+def test_a_worker_machine_keeps_only_what_a_live_job_or_a_completed_task_owns(
+        tmp_path: Path) -> None:
+    """``tidy_worker_results``: the start of ``python -m destination_predictor.worker``."""
+    import os
+    import time
+
+    from destination_predictor.service.recovery import tidy_worker_results
+
+    store = TaskStore(tmp_path / "tasks.sqlite3")
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def task(seq: int) -> T.Task:
+        t = T.Task(id=T.new_task_id(), seq=seq, year=2024, file_name="a.xlsx", upload_name="x",
+                   file_sha256="0", cache_key="k", created_at=0.0)
+        store.add(t)
+        return t
+
+    running = store.update(task(1).id, lambda t: T.start(t, 1.0))
+    pending = task(2)
+    done = store.update(store.update(task(3).id, lambda t: T.start(t, 1.0)).id,
+                        lambda t: T.complete(t, 2.0, [f"{t.id}_Cohort_ai.xlsx"], None, []))
+    failed = store.update(store.update(task(4).id, lambda t: T.start(t, 1.0)).id,
+                          lambda t: T.fail(t, 2.0, "X", "失败"))
+    keep = [f"{running.id}_half.xlsx", f"{pending.id}_old.xlsx", f"{done.id}_Cohort_ai.xlsx",
+            "notes.txt"]
+    gone = [f"{failed.id}_half.xlsx", f"{done.id}_extra.xlsx",
+            f"{T.new_task_id()}_unknown.xlsx"]
+    for name in keep + gone:
+        (results / name).write_bytes(b"x")
+    stale, fresh = results / ".staging-a", results / ".staging-b"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (time.time() - 4000, time.time() - 4000))
+    try:
+        assert tidy_worker_results(results, store, stale_after_s=3600, now=time.time()) == 4
+    finally:
+        store.close()
+    assert sorted(p.name for p in results.iterdir()) == sorted(keep + [".staging-b"])

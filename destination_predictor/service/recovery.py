@@ -20,8 +20,8 @@ from pathlib import Path
 from .executor import TaskExecutor
 from .logging_setup import log_event
 from .storage import RESULTS, UPLOADS, Storage
-from .store import TaskStore
-from .task import MAX_ATTEMPTS, RUNNING, fail, requeue
+from .store import BaseTaskStore, TaskStore
+from .task import COMPLETED, MAX_ATTEMPTS, RUNNING, fail, is_valid_task_id, requeue
 
 
 @dataclass
@@ -40,6 +40,37 @@ def remove_staging(results_dir: Path) -> int:
         if staging.is_dir() and not staging.is_symlink():
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
+    return removed
+
+
+def tidy_worker_results(results_dir: Path, store: BaseTaskStore, *, stale_after_s: float,
+                        now: float) -> int:
+    """A worker machine's start-up (distributed mode): what jobs killed here
+    left in its results dir. Other worker commands, here or on machines sharing
+    the dir, may be running jobs, so only what no live job can still own goes:
+    staging folders older than a task may run, and ``{task_id}_*`` files of tasks
+    that are not running or waiting -- a failed, cancelled or forgotten run's
+    half set -- or that a completed task does not list. Returns how many went."""
+    removed = 0
+    for entry in results_dir.iterdir() if results_dir.is_dir() else ():
+        try:
+            old = entry.lstat().st_mtime < now - stale_after_s
+        except FileNotFoundError:
+            continue
+        if entry.name.startswith(".staging-"):
+            if old and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+            continue
+        task_id, sep, _ = entry.name.partition("_")
+        if not sep or not is_valid_task_id(task_id) or not entry.is_file():
+            continue
+        task = store.get(task_id)
+        if task is not None and (task.is_active or (
+                task.status is COMPLETED and not task.expired and entry.name in task.result_files)):
+            continue
+        entry.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from rq import Worker
@@ -33,7 +34,8 @@ from ..service.app import engine_args
 from ..service.cache import ResultCache
 from ..service.dispatch import QUEUE_NAMES, WORKER_TTL_S, connect
 from ..service.executor import TaskExecutor
-from ..service.logging_setup import build_logger, log_event
+from ..service.logging_setup import build_logger, close_logger, log_event
+from ..service.recovery import tidy_worker_results
 from ..service.runner import ThreadRunner
 from ..service.settings import Settings, SettingsError, load_settings
 from ..service.shared_store import SharedTaskStore
@@ -89,6 +91,20 @@ def build_context(settings: Settings) -> WorkerContext:
     return WorkerContext(settings, store, storage, executor, log)
 
 
+def tidy_worker_results_dir(settings: Settings) -> None:
+    """Before any job: the half-written results of jobs killed on this machine
+    (``service.recovery.tidy_worker_results``)."""
+    log = build_logger(settings.data_dir / f"worker_{socket.gethostname()}.log")
+    store = SharedTaskStore(str(settings.tasks_db_url))
+    try:
+        removed = tidy_worker_results(settings.results_dir, store,
+                                      stale_after_s=settings.task_timeout_s + 60, now=time.time())
+    finally:
+        store.close()
+    log_event(log, "worker.results_tidied", None, removed=removed)
+    close_logger(log)  # each worker process opens its own
+
+
 class PredictWorker(Worker):
     """RQ's forking worker with the model loaded once, before any job."""
 
@@ -139,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except PredictionError as exc:
         print(f"error: the model cannot be loaded: {exc.message}", file=sys.stderr)
         return 2
+    tidy_worker_results_dir(settings)
     workers = args.workers or settings.max_workers
     pool = WorkerPool(list(QUEUE_NAMES), connection=connect(str(settings.queue_url)),
                       num_workers=workers, worker_class=PredictWorker)
