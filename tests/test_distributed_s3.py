@@ -26,6 +26,7 @@ from support.cluster import (
 )
 from support.live_server import LiveServer
 from support.pg import PgServer, next_database_name
+from support.plans import MAJOR, plan_bytes, required_courses
 from support.s3 import S3Server
 from support.service import grade_workbook
 
@@ -157,3 +158,30 @@ def test_the_store_down_refuses_uploads_and_work_resumes_when_back(
     done = wait_status(a.base, resp.json()["data"]["task_id"],
                        lambda d: d["status"] in ("completed", "failed"))
     assert done["status"] == "completed", done
+
+
+def test_a_plan_uploaded_through_one_instance_is_used_everywhere(s3_cluster: S3Cluster) -> None:
+    """The managed plans' state goes through the store: instance B lists the
+    version A accepted, and the worker computes with it."""
+    a, b = s3_cluster.apis
+    dropped = required_courses(2023)[0]
+    content = plan_bytes(2023, drop=dropped)
+    resp = requests.post(f"{a.base}/api/plans", timeout=60,
+                         data={"year": "2023", "major": MAJOR},
+                         files={"file": ("plan.xlsx", content)})
+    assert resp.status_code == 200, resp.text
+    listed = requests.get(f"{b.base}/api/plans", timeout=10).json()["data"]["plans"]
+    plan = next(p for p in listed if p["year"] == 2023 and p["major"] == MAJOR)
+    assert plan["version"] == "v1", plan
+
+    workbook = grade_workbook(s3_cluster.files / "成绩 plan.xlsx", 200, seed=43)
+    resp = requests.post(f"{b.base}/api/task/start", timeout=30,
+                         data={"year": "2023", "major": MAJOR},
+                         files={"file": (workbook.name, workbook.read_bytes())})
+    assert resp.status_code in (200, 202), resp.text
+    done = wait_status(a.base, resp.json()["data"]["task_id"],
+                       lambda d: d["status"] in ("completed", "failed"))
+    assert done["status"] == "completed" and done["plan_versions"] == {MAJOR: "v1"}, done
+    used = s3_cluster.dirs["worker"] / "plans" / "current" / "education-plan2023" / (
+        f"2023级{MAJOR}培养方案.xlsx")
+    assert used.read_bytes() == content

@@ -240,3 +240,47 @@ def test_a_shared_directory_holds_the_files_instead_of_the_data_dir(
     data = Path(app_config["PREDICT_DATA_DIR"])
     assert not (data / "results").exists() or not any((data / "results").iterdir())
     assert client.get(f"/api/task/result/{task_id}/{done['result_files'][0]}").status_code == 200
+
+
+def test_plan_changes_reach_every_machine_through_the_store(
+        s3_server: S3Server, tmp_path: Path) -> None:
+    """Two machines' plan stores over one bucket (service.plan_sync): an upload,
+    a rollback and a delete made on one are what the other uses."""
+    from support.paths import PLANS_DIR
+    from support.plans import MAJOR, plan_bytes, required_courses
+
+    from destination_predictor.service.plan_store import PlanStore
+    from destination_predictor.service.plan_sync import PlanSync
+
+    bucket = s3_server.new_bucket()
+
+    def machine(name: str) -> PlanStore:
+        storage = S3Storage(bucket, "p/", tmp_path / name, endpoint_url=s3_server.endpoint)
+        root = tmp_path / name / "plans"
+        return PlanStore(root, PLANS_DIR, lambda path, year, major: {"ok": True, "courses": 1},
+                         sync=PlanSync(storage, root))
+
+    def in_use(store: PlanStore) -> str:
+        store.refresh(force=True)
+        return next(p["version"] for p in store.list()
+                    if p["year"] == 2023 and p["major"] == MAJOR)
+
+    def effective(store: PlanStore) -> bytes:
+        return (store.effective_dir / "education-plan2023" / f"2023级{MAJOR}培养方案.xlsx"
+                ).read_bytes()
+
+    a, b = machine("a"), machine("b")
+    versions = [plan_bytes(2023, drop=course) for course in required_courses(2023)[:2]]
+    assert versions[0] != versions[1]
+    for content in versions:
+        tmp = tmp_path / "upload.xlsx"
+        tmp.write_bytes(content)
+        a.upload(tmp, original="plan.xlsx", sha256="0", size=len(content), year=2023,
+                 major=MAJOR, code=None)
+    assert in_use(b) == "v2" and effective(b) == versions[1]
+    b.rollback(2023, MAJOR)
+    assert in_use(a) == "v1" and effective(a) == versions[0]
+    a.delete(2023, MAJOR)
+    assert in_use(b) == "bundled"
+    late = machine("c")  # a machine that joins later starts from the shared state
+    assert in_use(late) == "bundled" and len(late._known(2023, MAJOR)["versions"]) == 2

@@ -44,12 +44,13 @@ from .notifier import Notifier
 from .notify_store import NotifyStore
 from .plan_routes import PLANS_KEY, plans_bp
 from .plan_store import PlanStore, isolated_checker
+from .plan_sync import PlanSync
 from .recovery import RecoveryReport, recover
 from .runner import EngineArgs, ProcessRunner, Runner, ThreadRunner
 from .schedules import SCHEDULES_KEY, Scheduler
 from .settings import SETTING_NAMES, Settings, SettingsError, load_settings
 from .shared_store import SharedTaskStore
-from .storage import CACHE_MARGIN_S, open_storage
+from .storage import CACHE_MARGIN_S, S3Storage, Storage, open_storage
 from .store import BaseTaskStore, TaskStore
 from .task_tables import resolve_tasks_url
 
@@ -74,16 +75,15 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     logger = build_logger(settings.log_path, stderr=not app.config.get("TESTING", False))
     log_event(logger, "service.starting", port=settings.port, data_dir=settings.data_dir,
               execution=settings.execution, workers=settings.max_workers)
-    # Plans live in the data dir (bundled ones are the fallback); from here on
-    # settings.plans_dir is the effective dir the plan store maintains.
-    plan_store = PlanStore(settings.data_dir / "plans", settings.plans_dir, isolated_checker(
-        settings.category_map, settings.max_cells, settings.job_memory_mb))
-    settings = dataclasses.replace(settings, plans_dir=plan_store.effective_dir)
-    engine, engine_error = _load_engine(engine_args(settings), logger)
-
     store = open_task_store(settings)
     storage = open_storage(settings.storage_url, settings.data_dir,
                            endpoint_url=settings.s3_endpoint_url)
+    # Plans live beside uploads and results (bundled ones are the fallback); from
+    # here on settings.plans_dir is the effective dir the plan store maintains.
+    plan_store = open_plan_store(settings, storage, store)
+    settings = dataclasses.replace(settings, plans_dir=plan_store.effective_dir)
+    engine, engine_error = _load_engine(engine_args(settings), logger)
+
     cache = ResultCache(store, storage, logger)
     executor: TaskExecutor | RqDispatcher
     if settings.queue_url:
@@ -196,6 +196,18 @@ def open_task_store(settings: Settings) -> BaseTaskStore:
     # Several instances share the records in the distributed mode; an embedded
     # service with its own pool must be alone on them.
     return SharedTaskStore(settings.tasks_db_url, exclusive=not settings.queue_url)
+
+
+def open_plan_store(settings: Settings, storage: Storage, store: BaseTaskStore) -> PlanStore:
+    """The managed plans under the files root (the data dir, or the directory
+    every machine mounts); with an object store each machine keeps its own and
+    the state is shared through the store (``service.plan_sync``). Changes are
+    made by one instance at a time (the task records' lock)."""
+    root = settings.files_root / "plans"
+    return PlanStore(root, settings.plans_dir, isolated_checker(
+        settings.category_map, settings.max_cells, settings.job_memory_mb),
+        sync=PlanSync(storage, root) if isinstance(storage, S3Storage) else None,
+        exclusive=lambda: store.alone("plans"))
 
 
 def _make_runner(settings: Any, engine: Any) -> Runner:

@@ -32,7 +32,8 @@ HTTP_STATUS: dict[str, int] = {
     # version, a change its versions do not allow
     **dict.fromkeys(("MISSING_MAJOR", "BAD_MAJOR", "BAD_PLAN_CODE", "BAD_VERSION"), 400),
     **dict.fromkeys(("PLAN_NOT_FOUND", "PLAN_VERSION_NOT_FOUND"), 404),
-    **dict.fromkeys(("PLAN_CODE_TAKEN", "PLAN_NO_VERSIONS", "PLAN_NO_OLDER_VERSION"), 409),
+    **dict.fromkeys(("PLAN_CODE_TAKEN", "PLAN_NO_VERSIONS", "PLAN_NO_OLDER_VERSION",
+                     "PLANS_BUSY"), 409),
     # completion notifications (webhook_routes): a refused webhook, an unknown one
     "BAD_WEBHOOK": 400,
     "WEBHOOK_NOT_FOUND": 404,

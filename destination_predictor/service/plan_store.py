@@ -1,7 +1,10 @@
 """Education plans owned by the service: uploaded, checked, versioned, rolled back.
 
-Plans are the engine's input, so they live in the data dir (never in the
-release folder a deploy replaces)::
+Plans are the engine's input, so they live in the data dir -- or the shared
+directory of ``PREDICT_STORAGE_URL=file://...`` -- never in the release folder
+a deploy replaces. With an object store every machine keeps its own copy and
+the state (``versions/``, ``majors.json``) is shared through the store
+(``service.plan_sync``); one instance changes plans at a time (``exclusive``)::
 
     <data_dir>/plans/versions/{year}/{major}/v{n}.xlsx   every accepted upload, kept
     <data_dir>/plans/versions/{year}/{major}/meta.json   versions, the one in use, hidden
@@ -42,7 +45,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,10 +57,16 @@ from ..engine.majors import MAJOR_CODES, code_for, major_codes
 from ..engine.plans import find_plans, plan_years, read_plan
 from .errors import ServiceError
 from .isolation import run_isolated
+from .plan_sync import PlanSync
+from .storage import StorageUnavailable
 
 BUNDLED = "bundled"
 CHECK_TIMEOUT_S = 60.0
 KEEP_BUILDS = 3
+# Reads take in other instances' plan changes at most this late (object store only).
+PULL_EVERY_S = 1.0
+# How long a change waits while another instance changes plans.
+EXCLUSIVE_WAIT_S = 10.0
 # A major name becomes a directory and a file name: no separators, no dots first.
 _MAJOR_RE = re.compile(r"^[0-9A-Za-z\u4e00-\u9fff（）()·_\-]{1,40}$")
 _CODE_RE = re.compile(r"^[0-9A-Za-z_-]{1,20}$")
@@ -103,19 +113,83 @@ class PlanStore:
     """The managed plans under ``<data_dir>/plans`` over the bundled ``bundled_dir``."""
 
     def __init__(self, root: Path, bundled_dir: Path, checker: Checker,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *, sync: PlanSync | None = None,
+                 exclusive: Callable[[], AbstractContextManager[bool]] | None = None) -> None:
+        """``sync``: the state shared through an object store (``service.plan_sync``);
+        ``exclusive``: one instance changing plans at a time (the task records'
+        advisory lock, ``BaseTaskStore.alone``)."""
         self.root = Path(root)
         self.bundled_dir = Path(bundled_dir)
         self.checker = checker
         self.clock = clock
+        self.sync = sync
+        self.exclusive = exclusive
         self.versions_dir = self.root / "versions"
         self.builds_dir = self.root / "builds"
         self.current = self.root / "current"
         self._lock = threading.RLock()
         self._counts: dict[tuple[str, int], int | None] = {}
+        self._changed: list[Path] = []
+        self._pulled_at = -PULL_EVERY_S
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         self.builds_dir.mkdir(parents=True, exist_ok=True)
+        if sync is not None:
+            try:
+                sync.pull()
+                self._pulled_at = time.monotonic()
+            except StorageUnavailable:
+                pass  # the last state this machine had; pulled again on the next read
         self.rebuild()
+
+    # --- shared with other machines (object store) ------------------------------------
+
+    def refresh(self, force: bool = False) -> None:
+        """Take in changes other instances made (no-op without an object store);
+        at most every PULL_EVERY_S for reads, always before a change and a job."""
+        if self.sync is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._pulled_at < PULL_EVERY_S:
+            return
+        with self._lock:
+            if self.sync.pull():
+                self.rebuild()
+            self._pulled_at = now
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """One change: alone among the instances, on the latest shared state, and
+        shared once made (``_changed`` lists the files it wrote)."""
+        with self._exclusively(), self._lock:
+            self.refresh(force=True)
+            self._changed = []
+            try:
+                yield
+                if self.sync is not None and self._changed:
+                    self.sync.push(self._changed)
+            except BaseException:
+                if self.sync is not None and self._changed:
+                    # Not shared: the next pull puts the shared state back here.
+                    (self.root / ".revision").unlink(missing_ok=True)
+                    self._pulled_at = -PULL_EVERY_S
+                raise
+            finally:
+                self._changed = []
+
+    @contextmanager
+    def _exclusively(self) -> Iterator[None]:
+        if self.exclusive is None:
+            yield
+            return
+        deadline = time.monotonic() + EXCLUSIVE_WAIT_S
+        while True:
+            with self.exclusive() as mine:
+                if mine:
+                    yield
+                    return
+            if time.monotonic() > deadline:
+                raise ServiceError("PLANS_BUSY", "另一个实例正在修改培养方案，请稍后重试")
+            time.sleep(0.2)
 
     @property
     def effective_dir(self) -> Path:
@@ -139,6 +213,7 @@ class PlanStore:
         tmp = d / f".meta.{uuid.uuid4().hex}.tmp"
         tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=1), "utf-8")
         os.replace(tmp, d / "meta.json")
+        self._changed.append(d / "meta.json")
 
     def _all_meta(self) -> list[dict[str, Any]]:
         out = []
@@ -172,6 +247,7 @@ class PlanStore:
 
     def versions_in_use(self, year: int, major: str | None) -> dict[str, str]:
         """{major: version} of the plans a run of ``year`` (one major or all) reads."""
+        self.refresh()
         sources = self._sources()
         return {m: v for (y, m), (_p, v) in sorted(sources.items())
                 if y == year and (major is None or m == major)}
@@ -215,6 +291,7 @@ class PlanStore:
 
     def list(self) -> list[dict[str, Any]]:
         """Every plan known (in use, or with managed versions), by year then code."""
+        self.refresh()
         sources = self._sources()
         metas = {(int(m["year"]), m["major"]): m for m in self._all_meta()}
         bundled = {(y, m) for y in plan_years(self.bundled_dir)
@@ -282,7 +359,7 @@ class PlanStore:
         report = self.checker(tmp, year, major)
         if not report.get("ok"):
             raise PlanCheckFailed(report)
-        with self._lock:
+        with self._changing():
             codes = major_codes(self.current)
             if code is not None:
                 owner = {c: m for m, c in codes.items()}.get(code)
@@ -295,6 +372,7 @@ class PlanStore:
             d.mkdir(parents=True, exist_ok=True)
             name = f"v{number}{tmp.suffix if tmp.suffix in ('.xlsx', '.xls') else '.xlsx'}"
             shutil.copyfile(tmp, d / name)
+            self._changed.append(d / name)
             meta["versions"].append({
                 "version": number, "file": name, "file_name": original, "sha256": sha256,
                 "bytes": size, "uploaded_at": _iso(self.clock()),
@@ -307,12 +385,13 @@ class PlanStore:
                 tmp_codes = self.root / f".majors.{uuid.uuid4().hex}.tmp"
                 tmp_codes.write_text(json.dumps(managed, ensure_ascii=False, indent=1), "utf-8")
                 os.replace(tmp_codes, self._codes_file())
+                self._changed.append(self._codes_file())
             self.rebuild()
             return self.describe(year, major)
 
     def rollback(self, year: int, major: str, version: int | None = None) -> dict[str, Any]:
         """Use ``version`` (default: the one before the version in use) again."""
-        with self._lock:
+        with self._changing():
             meta = self._known(year, major)
             numbers = [v["version"] for v in meta["versions"]]
             if not numbers:
@@ -336,7 +415,7 @@ class PlanStore:
     def delete(self, year: int, major: str) -> dict[str, Any]:
         """Stop using the managed versions (the bundled plan takes over if any);
         a plan served from the bundled dir is hidden. Versions are kept."""
-        with self._lock:
+        with self._changing():
             sources = self._sources()
             in_use = sources.get((year, major))
             if in_use is None:

@@ -349,6 +349,50 @@ class S3Storage:
         sizes = [o["size"] for o in self._objects(area)]
         return sum(sizes), len(sizes)
 
+    # --- any key under the prefix (service.plan_sync) ---------------------------------
+
+    def put_bytes(self, rel: str, data: bytes) -> None:
+        self._call("put", self.client.put_object, Bucket=self.bucket, Key=self.prefix + rel,
+                   Body=data)
+
+    def get_bytes(self, rel: str) -> bytes:
+        """The object's content; FileNotFoundError when there is none."""
+        answer = self._call("get", self.client.get_object, Bucket=self.bucket,
+                            Key=self.prefix + rel)
+        try:
+            return bytes(answer["Body"].read())
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"get: {type(exc).__name__}") from exc
+        finally:
+            answer["Body"].close()
+
+    def put_path(self, rel: str, path: Path) -> None:
+        with path.open("rb") as fh:
+            self._call("put", self.client.put_object, Bucket=self.bucket, Key=self.prefix + rel,
+                       Body=fh)
+
+    def get_path(self, rel: str, path: Path) -> None:
+        """Download to ``path`` atomically (temp file beside it, then rename)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".part", dir=path.parent)
+        os.close(fd)
+        try:
+            self._download(self.prefix + rel, tmp)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def list_under(self, rel: str) -> dict[str, int]:
+        """{key relative to ``rel``: size} of every object under ``rel``."""
+        start = len(self.prefix) + len(rel)
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix + rel)
+        try:
+            return {o["Key"][start:]: int(o["Size"])
+                    for page in pages for o in page.get("Contents") or []}
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageUnavailable(f"list: {type(exc).__name__}") from exc
+
 
 Storage = DirStorage | S3Storage
 

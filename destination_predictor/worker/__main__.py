@@ -35,11 +35,13 @@ from ..service.cache import ResultCache
 from ..service.dispatch import QUEUE_NAMES, WORKER_TTL_S, connect
 from ..service.executor import TaskExecutor
 from ..service.logging_setup import build_logger, close_logger, log_event
+from ..service.plan_store import PlanStore, isolated_checker
+from ..service.plan_sync import PlanSync
 from ..service.recovery import tidy_worker_results
 from ..service.runner import ThreadRunner
 from ..service.settings import Settings, SettingsError, load_settings
 from ..service.shared_store import SharedTaskStore
-from ..service.storage import open_storage
+from ..service.storage import S3Storage, Storage, open_storage
 from .jobs import WorkerContext, current, install
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -66,29 +68,37 @@ def check_settings(settings: Settings) -> str | None:
     return None
 
 
-def effective(settings: Settings) -> Settings:
-    """The plans the API instances maintain in the shared data dir, when there."""
-    current_plans = settings.data_dir / "plans" / "current"
+def effective(settings: Settings, storage: Storage) -> tuple[Settings, PlanStore | None]:
+    """The plans the API instances maintain: with an object store, this
+    machine's copy of the shared state (refreshed before each job); otherwise
+    the files root they share, when there."""
+    if isinstance(storage, S3Storage):
+        root = settings.files_root / "plans"
+        plans = PlanStore(root, settings.plans_dir, isolated_checker(
+            settings.category_map, settings.max_cells, settings.job_memory_mb),
+            sync=PlanSync(storage, root))
+        return dataclasses.replace(settings, plans_dir=plans.effective_dir), plans
+    current_plans = settings.files_root / "plans" / "current"
     if current_plans.exists():
-        return dataclasses.replace(settings, plans_dir=current_plans)
-    return settings
+        return dataclasses.replace(settings, plans_dir=current_plans), None
+    return settings, None
 
 
 def build_context(settings: Settings) -> WorkerContext:
     """Model, shared store and the executor whose ``run_one`` a job calls."""
-    settings = effective(settings)
+    storage = open_storage(settings.storage_url, settings.data_dir,
+                           endpoint_url=settings.s3_endpoint_url)
+    settings, plans = effective(settings, storage)
     log = build_logger(settings.data_dir / f"worker_{socket.gethostname()}.log")
     engine = engine_args(settings).build()
     log_event(log, "worker.model_loaded", None, model_version=engine.model_version, pid=os.getpid())
     store = SharedTaskStore(str(settings.tasks_db_url))
-    storage = open_storage(settings.storage_url, settings.data_dir,
-                           endpoint_url=settings.s3_endpoint_url)
     cache = ResultCache(store, storage, log)
     executor = TaskExecutor(
         store, ThreadRunner(engine), cache, storage=storage, max_workers=1, max_pending=0,
         timeout_s=settings.task_timeout_s, logger=log,
         model_version=lambda: engine.model_version)
-    return WorkerContext(settings, store, storage, executor, log)
+    return WorkerContext(settings, store, storage, executor, log, plans)
 
 
 def tidy_worker_results_dir(settings: Settings) -> None:
@@ -151,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings.ensure_dirs()
     try:  # refused here, once, rather than by every worker the pool would restart
-        engine_args(effective(settings)).build()
+        engine_args(effective(settings, open_storage(
+            settings.storage_url, settings.data_dir,
+            endpoint_url=settings.s3_endpoint_url))[0]).build()
     except PredictionError as exc:
         print(f"error: the model cannot be loaded: {exc.message}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from rq.timeouts import JobTimeoutException
 from ..service.dispatch import ALIVE_KEY, HEARTBEAT_S, HEARTBEAT_TTL_S, connect, task_of
 from ..service.executor import RunControl, TaskExecutor
 from ..service.logging_setup import log_event
+from ..service.plan_store import PlanStore
 from ..service.runner import limit_memory, lower_priority
 from ..service.settings import Settings
 from ..service.shared_store import SharedTaskStore
@@ -39,6 +40,7 @@ class WorkerContext:
     storage: Storage
     executor: TaskExecutor
     log: logging.Logger
+    plans: PlanStore | None = None  # the shared plans' copy here (object store only)
 
 
 _context: list[WorkerContext] = []
@@ -68,6 +70,12 @@ def run_task(task_id: str) -> str:
     if task is None or task.status is not PENDING or (
             expected is not None and task.attempts != expected):
         return "skipped"
+    if ctx.plans is not None:
+        try:  # the plans the API instances changed meanwhile (the job reads them)
+            ctx.plans.refresh(force=True)
+        except StorageUnavailable as exc:  # the upload's fetch fails the task clearly
+            log_event(ctx.log, "plans.refresh_failed", task_id, logging.WARNING,
+                      detail=exc.detail)
     limit_memory(ctx.settings.job_memory_mb)
     lower_priority(ctx.settings.child_nice, ctx.settings.child_idle)
     control = RunControl(task_id)
