@@ -7,15 +7,18 @@ test_console_batches.py's."""
 from __future__ import annotations
 
 import io
-import sqlite3
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from support.service import YEAR, FakeRunner, assert_error, tiny_xlsx, zip_bytes
+
+from destination_predictor.service.settings import load_settings
+from destination_predictor.service.sqldb import open_engine
 
 
 def start_batch(client: FlaskClient, files: list[tuple[bytes, str]], **form: Any) -> Any:
@@ -166,12 +169,14 @@ def test_a_batch_unfinished_at_shutdown_is_reported_once_after_restart(
     app2 = make_app(runner=FakeRunner(hold=False))
     data = wait_batch(app2.test_client(), batch_id)
     assert data["state"] == "completed" and data["counts"]["completed"] == 2
-    db = Path(app_config["PREDICT_DATA_DIR"]) / "jobs.sqlite3"
+    # The batch records' own database (jobs.sqlite3, or the task records' PostgreSQL).
+    db = open_engine(load_settings({k: v for k, v in app_config.items()
+                                    if k.startswith("PREDICT_")}).jobs_url)
+    row = sa.text("SELECT reported_at FROM batches WHERE id = :id").bindparams(id=batch_id)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        with sqlite3.connect(db) as conn:
-            (reported,) = conn.execute("SELECT reported_at FROM batches WHERE id = ?",
-                                       (batch_id,)).fetchone()
+        with db.connect() as conn:
+            reported = conn.execute(row).scalar_one()
         if reported is not None:
             break
         time.sleep(0.02)
@@ -179,8 +184,10 @@ def test_a_batch_unfinished_at_shutdown_is_reported_once_after_restart(
     app2.extensions["predict"].shutdown(wait_s=5)
     # Ended but not marked reported (a crash between the listeners and the mark):
     # the next start reports it.
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE batches SET reported_at = NULL WHERE id = ?", (batch_id,))
+    with db.begin() as conn:
+        conn.execute(sa.text("UPDATE batches SET reported_at = NULL WHERE id = :id"),
+                     {"id": batch_id})
+    db.dispose()
     app3 = make_app(runner=FakeRunner(hold=False))
     app3.extensions["predict"].shutdown(wait_s=5)
     log = next(Path(app_config["PREDICT_DATA_DIR"]).glob("async_api_*.log")).read_text()

@@ -18,7 +18,16 @@ and the same recovery as single tasks. What a batch adds:
   that ended while the service was down is reported by ``start()``.
   Listeners are called before ``reported_at`` is written, so a crash in
   between reports it again at the next start (at least once; exactly once
-  while the service keeps running);
+  while the service keeps running). Several API instances (the distributed
+  mode) check a batch one at a time: the check locks the batch's row
+  (``FOR UPDATE``) until ``reported_at`` is written, so the next one sees it;
+- sealed once every file has its task; a batch whose creation was cut short
+  (the instance storing its files died) is sealed with the tasks it got, by
+  the next check of it or the next start of any instance -- but not while
+  its creator is alive: the creator holds the batch's lock (``store.alone``,
+  a PostgreSQL advisory lock in the distributed mode, dropped by the server
+  with a dead process's connection), so another instance starting up does
+  not seal a batch whose files are still being stored;
 - one zip of every result, a folder per source file.
 """
 
@@ -89,7 +98,7 @@ class Batches:
         self.clock = clock
         self._listeners: list[BatchListener] = []
         self._lock = threading.Lock()
-        self._reporting: set[str] = set()
+        self._creating: set[str] = set()  # batches this process is storing the files of
         self._started = False
         self._pruned_at: float | None = None
         manager.store.on_finished(self._task_finished)
@@ -103,16 +112,40 @@ class Batches:
     def start(self) -> None:
         """Report batches that ended while nobody listened (before a restart, or
         during recovery); called by ``create_app`` once every listener is wired."""
-        with self.db.begin() as conn:
-            # A batch whose creation was cut short (the service died while the
-            # files were being stored) keeps the tasks it got.
-            conn.execute(update(batches).where(batches.c.sealed.is_(False)).values(sealed=True))
+        self.seal_abandoned()
+        with self.db.connect() as conn:
             open_ids = [r.id for r in conn.execute(
                 select(batches.c.id).where(batches.c.reported_at.is_(None)))]
         self._started = True
         for batch_id in open_ids:
             self._check(batch_id)
         self.prune()
+
+    def seal_abandoned(self, batch_id: str | None = None) -> int:
+        """Seal the batches (or the one given) whose creation was cut short -- the
+        service storing their files died -- so they end with the tasks they got;
+        a batch whose creator is alive (here, or another instance holding its
+        lock) is left to it. Returns how many were sealed."""
+        query = select(batches.c.id).where(batches.c.sealed.is_(False))
+        if batch_id is not None:
+            query = query.where(batches.c.id == batch_id)
+        with self.db.connect() as conn:
+            unsealed = [r.id for r in conn.execute(query)]
+        sealed = 0
+        for found in unsealed:
+            with self._lock:
+                if found in self._creating:
+                    continue
+            with self.manager.store.alone(_creation_job(found)) as abandoned:
+                if not abandoned:
+                    continue
+                with self.db.begin() as conn:
+                    sealed += conn.execute(update(batches).where(
+                        batches.c.id == found, batches.c.sealed.is_(False))
+                        .values(sealed=True)).rowcount
+        if sealed:
+            log_event(self.log, "batch.sealed_abandoned", None, logging.WARNING, batches=sealed)
+        return sealed
 
     def prune(self) -> int:
         """Forget reported batches whose every task record is gone (the cleaner
@@ -151,6 +184,21 @@ class Batches:
                 f"排队空位不足：本批 {len(files)} 个文件，当前只能再接收 {room} 个，请稍后再提交或分批提交",
                 {"Retry-After": "30"})
         batch_id = str(uuid.uuid4())
+        with self._lock:
+            self._creating.add(batch_id)
+        try:
+            with self.manager.store.alone(_creation_job(batch_id)):
+                task_ids = self._store_files(batch_id, files, major, resolved, config, priority)
+        finally:
+            with self._lock:
+                self._creating.discard(batch_id)
+        self._check(batch_id)
+        return batch_id, task_ids
+
+    def _store_files(self, batch_id: str, files: list[BatchFile], major: str | None,
+                     resolved: dict[int, str | None], config: dict[str, Any],
+                     priority: str) -> list[str]:
+        """The batch's row, one task per file, then sealed (while its creation lock is held)."""
         years = {f.year for f in files}
         now = self.clock()
         with self.db.begin() as conn:
@@ -172,8 +220,7 @@ class Batches:
             with self.db.begin() as conn:
                 conn.execute(update(batches).where(batches.c.id == batch_id)
                              .values(sealed=True, file_count=len(task_ids)))
-        self._check(batch_id)
-        return batch_id, task_ids
+        return task_ids
 
     def free_room(self) -> int:
         """How many more tasks the pool takes now (running slots free + queue room)."""
@@ -228,7 +275,11 @@ class Batches:
         return [(r.file_name, self.manager.store.get(r.task_id)) for r in rows]
 
     def status(self, batch_id: str) -> dict[str, Any]:
-        return self._describe(self._row(batch_id))
+        row = self._row(batch_id)
+        if not row.sealed and self._started:  # its creator may have died meanwhile
+            self._check(row.id)
+            row = self._row(batch_id)
+        return self._describe(row)
 
     def list(self, limit: int) -> list[dict[str, Any]]:
         """Newest first."""
@@ -340,28 +391,27 @@ class Batches:
             self._check(task.batch_id)
 
     def _check(self, batch_id: str) -> None:
-        """Report the batch if it is sealed, every task ended and it was not reported."""
+        """Report the batch if it is sealed, every task ended and it was not reported.
+
+        One check at a time in this process (``_lock``) and, across instances,
+        per batch: its row stays locked (``FOR UPDATE``; SQLite has one service)
+        from the reading until ``reported_at`` is written, so a second check
+        waits and then finds it reported."""
         if not self._started:
             return
-        with self._lock:
-            if batch_id in self._reporting:
-                return
-            with self.db.connect() as conn:
-                row = conn.execute(select(batches).where(batches.c.id == batch_id)).first()
+        self.seal_abandoned(batch_id)
+        with self._lock, self.db.begin() as conn:
+            row = conn.execute(select(batches).where(batches.c.id == batch_id)
+                               .with_for_update()).first()
             if row is None or not row.sealed or row.reported_at is not None:
                 return
             members = self._members(batch_id)
             tasks = [t for _, t in members if t is not None]
             if any(t.status in ACTIVE for t in tasks):
                 return
-            self._reporting.add(batch_id)
-        try:
             state = row.state or _outcome(tasks, row.cancel_requested)
             finished = row.finished_at or max((t.finished_at or 0.0 for t in tasks),
                                               default=self.clock())
-            with self.db.begin() as conn:
-                conn.execute(update(batches).where(batches.c.id == batch_id)
-                             .values(state=state, finished_at=finished))
             report = {
                 "batch_id": batch_id, "state": state, "counts": _counts(tasks),
                 "tasks": [{"task_id": t.id if t else None, "file": name,
@@ -376,12 +426,13 @@ class Batches:
                     listener(report)
                 except Exception:  # noqa: BLE001 - one listener must not stop the others
                     self.log.exception("event=batch.listener_failed batch_id=%s", batch_id)
-            with self.db.begin() as conn:
-                conn.execute(update(batches).where(batches.c.id == batch_id)
-                             .values(reported_at=self.clock()))
-        finally:
-            with self._lock:
-                self._reporting.discard(batch_id)
+            conn.execute(update(batches).where(batches.c.id == batch_id)
+                         .values(state=state, finished_at=finished, reported_at=self.clock()))
+
+
+def _creation_job(batch_id: str) -> str:
+    """The lock a batch's creator holds while it stores the files (``store.alone``)."""
+    return f"batch-create:{batch_id}"
 
 
 # --- reading the request's files -------------------------------------------------
