@@ -80,11 +80,14 @@ else
     esac
 fi
 # A real model or real plans put into shared/ survive every deploy; the demo
-# ones shipped with the code are used until then.
+# ones shipped with the code are used until then. Plans count when there are
+# plan folders (education-plan<year>/, what the engine reads): with the data
+# dir in shared/, the service's own plan store (/api/plans) keeps its
+# versions/ and builds/ in shared/plans too, and those are no plans.
 if [ -z "${PREDICT_MODEL_DIR:-}" ] && [ -n "$(ls -A "$SHARED/models" 2>/dev/null)" ]; then
     export PREDICT_MODEL_DIR=$SHARED/models
 fi
-if [ -z "${PREDICT_PLANS_DIR:-}" ] && [ -n "$(ls -A "$SHARED/plans" 2>/dev/null)" ]; then
+if [ -z "${PREDICT_PLANS_DIR:-}" ] && compgen -G "$SHARED/plans/education-plan[0-9][0-9][0-9][0-9]" >/dev/null; then
     export PREDICT_PLANS_DIR=$SHARED/plans
 fi
 

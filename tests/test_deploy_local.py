@@ -315,6 +315,11 @@ def test_restart_keeps_completed_tasks(deployment: Deployment, completed_task: s
     assert dep.pid() != before
     assert not pid_alive(before)
     assert_task_served(dep, completed_task, tmp_path / "dl")
+    # Still with its plans: the plan store's own folders in shared/plans
+    # (versions/, builds/) are not taken for an operator's real plans.
+    assert (dep.shared / "plans" / "versions").is_dir()
+    with dep.client() as client:
+        assert client.majors()
 
 
 def test_broken_release_rolls_back_by_itself(deployment: Deployment, completed_task: str,
