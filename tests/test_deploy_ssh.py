@@ -15,50 +15,26 @@ ends are this machine) while it runs.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from support.live_server import (
     free_port,
     kill_leftover,
-    need_nginx,
     port_open,
     reachable_tmp_dir,
     run_deploy_script,
-    service_user_venv,
-    source_checkout,
-    wait_until_listening,
 )
+from support.sshd import Sshd, running_sshd
 
 from destination_predictor.client import ApiClient
 
 pytestmark = pytest.mark.slow
-
-SSHD = Path("/usr/sbin/sshd")
-
-
-@dataclass
-class Sshd:
-    port: int
-    key: Path
-    known_hosts: Path
-    work: Path  # reachable by the deploy's service user: deploy paths, the source, the seed venv
-    source: Path
-    venv: Path
-
-    def target_args(self) -> list[str]:
-        return ["root@127.0.0.1", "--ssh-port", str(self.port), "--identity", str(self.key),
-                "--known-hosts", str(self.known_hosts)]
 
 
 @pytest.fixture(scope="module")
@@ -69,44 +45,8 @@ def work() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Iterator[Sshd]:
-    if os.geteuid() != 0:
-        pytest.skip("sshd for root@127.0.0.1 needs root")
-    missing = [t for t in ("ssh", "ssh-keygen", "rsync") if shutil.which(t) is None]
-    if not SSHD.exists() or missing:
-        pytest.skip(f"needs openssh-server, openssh-client and rsync (missing: {missing or 'sshd'})")
-    if sys.prefix == sys.base_prefix:
-        pytest.skip("run the tests from a virtualenv: it seeds the deployed venv (--venv-from)")
-    need_nginx()
-    d = tmp_path_factory.mktemp("sshd")
-    host_key, key = d / "host_ed25519", d / "id_ed25519"
-    for path in (host_key, key):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-                       check=True, stdin=subprocess.DEVNULL)
-    authorized = d / "authorized_keys"
-    shutil.copy(key.with_suffix(".pub"), authorized)
-    authorized.chmod(0o600)
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation dir
-    port = free_port()
-    log = d / "sshd.log"
-    source = source_checkout(work / "source")
-    venv = service_user_venv(work / "seed")
-    proc = subprocess.Popen([
-        str(SSHD), "-D", "-p", str(port), "-o", "ListenAddress=127.0.0.1", "-h", str(host_key),
-        "-o", f"AuthorizedKeysFile={authorized}", "-o", f"PidFile={d / 'sshd.pid'}",
-        "-o", "StrictModes=no", "-o", "PermitRootLogin=yes", "-o", "PasswordAuthentication=no",
-        "-E", str(log),
-    ], stdin=subprocess.DEVNULL)
-    try:
-        wait_until_listening(proc, port, log, "sshd", 15)
-        yield Sshd(port=port, key=key, known_hosts=d / "known_hosts", work=work, source=source,
-                   venv=venv)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_sshd(tmp_path_factory.mktemp("sshd"), work) as server:
+        yield server
 
 
 def stop_everything(base: Path) -> None:
