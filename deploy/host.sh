@@ -3,35 +3,51 @@
 # that happens where the service runs.
 #
 #   host.sh activate  BASE INCOMING [options]  make releases/INCOMING the running release
+#   host.sh preflight BASE [options]           refuse a deploy that cannot work, before anything
+#                                              is uploaded (a worker without Redis, say); touches nothing
 #   host.sh status    BASE                     version, processes, health
 #                                              (exit 0 healthy, 1 running but unhealthy, 3 not running)
 #   host.sh logs      BASE [--lines N] [--follow]
 #   host.sh restart   BASE                     restart, wait for the health check
-#   host.sh stop      BASE                     stop this deploy's own service (and its nginx) only
+#   host.sh stop      BASE                     stop this deploy's own processes only
 #   host.sh rollback  BASE                     switch to `previous` (once more: back again)
-#   host.sh port      BASE                     print the port the deployed service listens on
+#   host.sh port      BASE                     print the port the deployed API listens on (none: a worker)
 #   host.sh check     BASE [options]           only validate BASE and the options, touch nothing
 #   host.sh nginx-conf BASE [options]          print the nginx config the service would run with
 #   host.sh unit      BASE [options]           print the systemd units a deploy would install
 #
-# Options: --port N  --host ADDR  --backend-port N  --name UNIT  --manager auto|systemd|pid
-#          --user NAME  --memory-max SIZE  --python PY  --venv-from DIR  --keep N
-#          --env KEY=VALUE (repeatable)  --env-file FILE  --health-timeout S  --lines N  --follow
+# Options: --role api|worker|all  --port N  --host ADDR  --backend-port N  --name UNIT
+#          --manager auto|systemd|pid  --user NAME  --memory-max SIZE  --python PY  --venv-from DIR
+#          --keep N  --env KEY=VALUE (repeatable)  --env-file FILE  --health-timeout S  --lines N  --follow
 # Every subcommand accepts every option -- deploy-async.sh forwards what the
 # operator gave -- and ignores the ones it has no use for.
 #
-# What runs: nginx on --host:--port (its own instance, config from
-# deploy/nginx.conf.in) in front of gunicorn on 127.0.0.1:--backend-port,
-# which runs as its own system user (--user, default prediction; created
-# when missing). Both under systemd (two units) or as pid-file processes.
+# Roles (--role, recorded in deploy.conf like the other flags):
+#
+#   all      the default, as before roles existed: nginx on --host:--port (its
+#            own instance, config from deploy/nginx.conf.in) in front of
+#            gunicorn on 127.0.0.1:--backend-port; and, when service.env sets
+#            PREDICT_QUEUE_URL (the distributed mode), the worker command too.
+#   api      nginx + gunicorn only (in the distributed mode: one of several API
+#            instances, PREDICT_HTTP_WORKERS may be > 1).
+#   worker   no nginx, no gunicorn, no port: `python -m destination_predictor.worker`
+#            (PREDICT_MAX_WORKERS RQ workers), which needs PREDICT_QUEUE_URL and
+#            PREDICT_TASKS_DB_URL; healthy when its workers are registered with Redis.
+#
+# Every process runs as the service's own system user (--user, default
+# prediction; created when missing), under systemd (units NAME, NAME-nginx,
+# NAME-worker) or as pid-file processes. For the other subcommands --role
+# narrows what they act on (`stop --role worker` on an `all` machine stops its
+# workers only); a machine without that role is skipped.
 #
 # deploy-async.sh runs this file as is for --local; over SSH it sends it --
 # with deploy/common.sh, which it sources, and the templates it uses
 # (deploy/nginx.conf.in, deploy/prediction-nginx.service.in) and, for
 # --env-file, the secrets -- to a private temporary directory on the server
 # and runs it there. The rest comes from the release it deploys
-# (deploy/run-service.sh, deploy/prediction-service.service.in, and
-# destination_predictor/client/probe.py for the health check).
+# (deploy/run-service.sh, deploy/prediction-service.service.in,
+# deploy/prediction-worker.service.in, destination_predictor/client/probe.py
+# and destination_predictor/worker/probe.py for the health checks).
 #
 # Reading order: the subcommands first, `activate` (one deploy) at the top;
 # the helpers they use follow. main, at the very end, picks the subcommand.
@@ -48,22 +64,29 @@ DEFAULT_KEEP=5
 DEFAULT_USER=prediction
 DEFAULT_MEMORY_MAX=80%
 STOP_TIMEOUT=45 # gunicorn's graceful_timeout (30 s) plus the job children's shutdown
+# The workers, once told to stop, finish the job they run (RQ's warm
+# shutdown) for this long; then they are killed and the API instances queue
+# that task again (its heartbeat stops), as after a crash.
+WORKER_STOP_TIMEOUT=45
+ROLES='api worker all'
 
-# A service is passed around as six words, always in this order:
+# A service is passed around as seven words, always in this order:
 #
-#   MANAGER NAME BIND PORT BACKEND USER
+#   MANAGER NAME BIND PORT BACKEND USER ROLE
 #
 #   MANAGER  systemd | pid
-#   NAME     the systemd unit name (its nginx: NAME-nginx)
+#   NAME     the systemd unit name (its nginx: NAME-nginx, its workers: NAME-worker)
 #   BIND     nginx's listen address
 #   PORT     nginx's port: the one clients use
 #   BACKEND  gunicorn's port on 127.0.0.1; `-` for a deploy.conf from before
 #            nginx, whose gunicorn listens on BIND:PORT itself
 #   USER     the account the service runs as; `-` for "as this script runs"
 #            (not root, or a deploy.conf from before the service user)
+#   ROLE     api | worker | all: which of the processes run here (see the top);
+#            a worker machine records ports too, and uses none of them
 #
 # Every function that starts, stops, finds or probes a service takes them as
-# its first six arguments. `activate` holds two at once -- the service that
+# its first seven arguments. `activate` holds two at once -- the service that
 # runs now (as the last deploy.conf describes it) and the one this deploy
 # wants -- and hands each over explicitly; nothing global is swapped.
 
@@ -87,18 +110,20 @@ cmd_activate() {
     # The service as the last deploy started it, and as this one wants it
     # (the flags win, then the last deploy's values, then the defaults).
     local had_conf=no python venv_from keep memory_max
-    local -a old new # MANAGER NAME BIND PORT BACKEND USER
+    local -a old new # MANAGER NAME BIND PORT BACKEND USER ROLE
     [ -f "$CONF" ] && had_conf=yes
     read_service old conf
     read_service new wanted
+    # A role the settings cannot carry is refused before anything changes.
+    check_planned_env "${new[5]}" "${new[6]}"
     python=$(wanted PYTHON "$OPT_PYTHON" python3)
     venv_from=$(wanted VENV_FROM "$OPT_VENV_FROM" '')
     keep=$(wanted KEEP "$OPT_KEEP" "$DEFAULT_KEEP")
     memory_max=$(wanted MEMORY_MAX "$OPT_MEMORY_MAX" "$DEFAULT_MEMORY_MAX")
     if [ "${new[0]}" = systemd ]; then check_systemd_paths "$venv_from"; fi
 
-    # What the new service needs on this machine: nginx, its user, its data dir.
-    ensure_nginx
+    # What the new service needs on this machine: nginx (the API's), its user, its data dir.
+    if has_api "${new[@]}"; then ensure_nginx; fi
     ensure_user "${new[5]}"
     ensure_shared "${new[5]}"
 
@@ -114,12 +139,14 @@ cmd_activate() {
     chmod -R u+rwX,go+rX,go-w "$release"
     chmod +x "$release/deploy/run-service.sh"
     say "新版本 releases/$name"
-    ensure_token "${new[5]}" "$python"
+    # The workers serve no HTTP: a worker machine needs no token.
+    if has_api "${new[@]}"; then ensure_token "${new[5]}" "$python"; fi
     ensure_env_file "${new[5]}" ${OPT_ENV[@]+"${OPT_ENV[@]}"}
     ensure_venv "$release" "$python" "$venv_from" ||
         fail_release "$release" "安装依赖失败；服务未改动（仍运行旧版本）"
     user_can_run "${new[5]}" "$release" ||
         fail_release "$release" "服务用户 ${new[5]} 无法运行 releases/$name/.venv/bin/python（它或部署目录位于该用户进不去的目录，如 /root 下的 pyenv）；用 --python 指定系统的 Python（如 /usr/bin/python3），或换一个部署目录；服务未改动"
+    ensure_data_dir "${new[5]}" || fail_release "$release" "数据目录不可用（见上）；服务未改动"
     nginx_conf_valid "${new[@]}" ||
         fail_release "$release" "nginx 配置检查未通过（见上）；服务未改动"
 
@@ -129,24 +156,26 @@ cmd_activate() {
 
     # Stop what runs now, but refuse first if a port the new service needs
     # is held by some other program (the old service may hold them itself:
-    # that one we stop).
+    # that one we stop). A worker machine needs no port.
     local -a held=()
     if [ $had_conf = yes ]; then read -ra held <<<"$(ports_held "${old[@]}")"; fi
     local p
-    for p in "${new[3]}" "${new[4]}"; do
-        [ "$p" != - ] || continue
-        if [[ " ${held[*]-} " == *" $p "* ]]; then continue; fi
-        if port_in_use "$(port_host "$p" "${new[@]}")" "$p"; then
-            fail_release "$release" "端口 $p 已被其他程序占用；服务未改动"
-        fi
-    done
+    if has_api "${new[@]}"; then
+        for p in "${new[3]}" "${new[4]}"; do
+            [ "$p" != - ] || continue
+            if [[ " ${held[*]-} " == *" $p "* ]]; then continue; fi
+            if port_in_use "$(port_host "$p" "${new[@]}")" "$p"; then
+                fail_release "$release" "端口 $p 已被其他程序占用；服务未改动"
+            fi
+        done
+    fi
     if [ $had_conf = yes ]; then service_stop "${old[@]}"; fi
 
     # Switch: keep the old deploy.conf for an automatic rollback, write the new
     # one, point `current` at the new release (atomically) and start it.
     if [ -f "$CONF" ]; then copy_root_file "$CONF" "$CONF.prev"; fi
     write_conf "${new[@]}" "$python" "$venv_from" "$keep" "$memory_max"
-    if [ "${new[0]}" = systemd ]; then install_units "$release" "${new[1]}"; fi
+    if [ "${new[0]}" = systemd ]; then install_units "$release" "${new[@]}"; fi
     switch_link current "$name"
     service_start "${new[@]}"
 
@@ -157,9 +186,16 @@ cmd_activate() {
         switch_link previous "$old_release"
     fi
     prune "$keep"
-    say "部署成功：releases/$name 正在运行（管理方式 ${new[0]}，nginx ${new[2]}:${new[3]} -> gunicorn 127.0.0.1:${new[4]}，用户 $(user_label "${new[5]}")）"
-    say "API 令牌文件: $TOKEN_FILE（权限 600；查看：cat $TOKEN_FILE）"
-    say "数据目录 PREDICT_DATA_DIR: $SHARED（uploads/ results/ tasks.sqlite3 async_api_${new[3]}.log）"
+    local what=''
+    if has_api "${new[@]}"; then
+        what="nginx ${new[2]}:${new[3]} -> gunicorn 127.0.0.1:${new[4]}"
+    fi
+    if wants_worker "${new[@]}"; then what="${what:+$what，}执行进程 $(worker_count "${new[5]}") 个"; fi
+    say "部署成功：releases/$name 正在运行（角色 ${new[6]}，管理方式 ${new[0]}，$what，用户 $(user_label "${new[5]}")）"
+    if has_api "${new[@]}"; then
+        say "API 令牌文件: $TOKEN_FILE（权限 600；查看：cat $TOKEN_FILE）"
+    fi
+    say "数据目录 PREDICT_DATA_DIR: $(data_dir "${new[5]}")$(has_api "${new[@]}" && echo "（uploads/ results/ tasks.sqlite3 async_api_${new[3]}.log）")"
 }
 
 # The new release NAME failed its health check: stop it, keep it as
@@ -184,7 +220,7 @@ roll_back_deploy() {
     if [ -f "$CONF.prev" ]; then mv -f "$CONF.prev" "$CONF"; fi
     local -a back
     read_service back conf
-    if [ "${back[0]}" = systemd ]; then install_units "$RELEASES/$old_release" "${back[1]}"; fi
+    if [ "${back[0]}" = systemd ]; then install_units "$RELEASES/$old_release" "${back[@]}"; fi
     warn "自动回滚到 releases/$old_release"
     if service_start "${back[@]}" && wait_healthy "${back[@]}"; then
         warn "已回滚：releases/$old_release 正在运行；失败的版本保留在 releases/$name-failed 供排查"
@@ -202,45 +238,65 @@ cmd_status() {
     fi
     local -a svc
     read_service svc conf
+    narrow_or_skip svc
     local cur prev pid health rc=0
     cur=$(link_name current)
     prev=$(link_name previous)
     echo "部署目录:   $BASE"
+    echo "角色:       $(role_label "${svc[@]}")"
     echo "当前版本:   releases/$cur"
     if [ -n "$prev" ]; then echo "上一版本:   releases/$prev"; else echo "上一版本:   （无）"; fi
     if [ "${svc[0]}" = systemd ]; then
-        echo "管理方式:   systemd（单元 ${svc[1]}$(proxied "${svc[@]}" && echo "、${svc[1]}-nginx")）"
+        echo "管理方式:   systemd（单元 $(unit_names "${svc[@]}" | tr ' ' '、')）"
     else
-        echo "管理方式:   后台进程 + pid 文件（$PIDFILE）"
+        echo "管理方式:   后台进程 + pid 文件（$(pid_files "${svc[@]}")）"
     fi
-    if proxied "${svc[@]}"; then
-        echo "监听:       ${svc[2]}:${svc[3]}（nginx，配置 $NGINX_CONF）"
-        echo "后端:       127.0.0.1:${svc[4]}（gunicorn）"
-    else
-        echo "监听:       ${svc[2]}:${svc[3]}（gunicorn，无 nginx：重新部署后启用）"
+    if has_api "${svc[@]}"; then
+        if proxied "${svc[@]}"; then
+            echo "监听:       ${svc[2]}:${svc[3]}（nginx，配置 $NGINX_CONF）"
+            echo "后端:       127.0.0.1:${svc[4]}（gunicorn）"
+        else
+            echo "监听:       ${svc[2]}:${svc[3]}（gunicorn，无 nginx：重新部署后启用）"
+        fi
     fi
     echo "服务用户:   $(user_label "${svc[5]}")"
-    echo "令牌文件:   $TOKEN_FILE"
-    echo "数据目录:   $SHARED"
-    if backend_running "${svc[@]}"; then
-        pid=$(service_pid "${svc[@]}")
-        echo "进程:       运行中 (pid ${pid:-?})"
-        if proxied "${svc[@]}"; then
-            if proxy_running "${svc[@]}"; then
-                echo "nginx:      运行中 (pid $(proxy_pid "${svc[@]}"))"
-            else
-                echo "nginx:      未运行"
+    if has_api "${svc[@]}"; then echo "令牌文件:   $TOKEN_FILE"; fi
+    echo "数据目录:   $(data_dir "${svc[5]}")"
+    if has_api "${svc[@]}"; then
+        if backend_running "${svc[@]}"; then
+            pid=$(service_pid "${svc[@]}")
+            echo "进程:       运行中 (pid ${pid:-?})"
+            if proxied "${svc[@]}"; then
+                if proxy_running "${svc[@]}"; then
+                    echo "nginx:      运行中 (pid $(proxy_pid "${svc[@]}"))"
+                else
+                    echo "nginx:      未运行"
+                fi
             fi
-        fi
-        if health=$(probe "${svc[@]}" 2>&1); then
-            echo "健康检查:   正常 $health"
+            if health=$(probe "${svc[@]}" 2>&1); then
+                echo "健康检查:   正常 $health"
+            else
+                echo "健康检查:   失败 $health"
+                rc=1
+            fi
         else
-            echo "健康检查:   失败 $health"
-            rc=1
+            echo "进程:       未运行"
+            rc=3
         fi
-    else
-        echo "进程:       未运行"
-        rc=3
+    fi
+    if [ "${svc[6]}" != api ] && { wants_worker "${svc[@]}" || worker_running "${svc[@]}"; }; then
+        if worker_running "${svc[@]}"; then
+            echo "执行进程:   运行中 (pid $(worker_pid "${svc[@]}"))"
+            if health=$(worker_probe "${svc[@]}" 2>&1); then
+                echo "Redis 登记: 正常 $health"
+            else
+                echo "Redis 登记: 失败 $health"
+                [ $rc = 3 ] || rc=1
+            fi
+        else
+            echo "执行进程:   未运行"
+            rc=3
+        fi
     fi
     exit $rc
 }
@@ -249,32 +305,45 @@ cmd_logs() {
     require_deployed
     local -a svc
     read_service svc conf
-    local applog=$SHARED/async_api_${svc[3]}.log proxylog=$NGINX_DIR/error.log
+    narrow_or_skip svc
+    local applog proxylog=$NGINX_DIR/error.log workerlog f
+    local -a files=() units=()
+    applog=$(data_dir "${svc[5]}")/async_api_${svc[3]}.log
+    workerlog=$(data_dir "${svc[5]}")/worker_$(uname -n).log
+    if has_api "${svc[@]}"; then
+        units+=("${svc[1]}" "${svc[1]}-nginx")
+        files+=("$applog" "$proxylog")
+        [ "${svc[0]}" = systemd ] || files+=("$OUTLOG")
+    fi
+    if wants_worker "${svc[@]}" || [ -f "$WORKER_OUTLOG" ] || [ -f "$workerlog" ]; then
+        units+=("${svc[1]}-worker")
+        files+=("$workerlog")
+        [ "${svc[0]}" = systemd ] || files+=("$WORKER_OUTLOG")
+    fi
+    local -a present=()
+    for f in "${files[@]}"; do
+        if [ -s "$f" ] || { [ -f "$f" ] && [ "$f" != "$proxylog" ]; }; then present+=("$f"); fi
+    done
     if [ "${svc[0]}" = systemd ]; then
+        local -a args=()
+        for f in "${units[@]}"; do args+=(-u "$f"); done
         if [ "$OPT_FOLLOW" = 1 ]; then
-            exec journalctl -u "${svc[1]}" -u "${svc[1]}-nginx" -n "$OPT_LINES" -f --no-pager
+            exec journalctl "${args[@]}" -n "$OPT_LINES" -f --no-pager
         fi
-        echo "==> journalctl -u ${svc[1]} <=="
-        journalctl -u "${svc[1]}" -n "$OPT_LINES" --no-pager || true
-        local f
-        for f in "$applog" "$proxylog"; do
-            if [ -s "$f" ]; then
-                echo
-                echo "==> $f <=="
-                tail -n "$OPT_LINES" "$f"
-            fi
+        echo "==> journalctl ${args[*]} <=="
+        journalctl "${args[@]}" -n "$OPT_LINES" --no-pager || true
+        for f in ${present[@]+"${present[@]}"}; do
+            echo
+            echo "==> $f <=="
+            tail -n "$OPT_LINES" "$f"
         done
         return 0
     fi
-    local files=()
-    [ -f "$applog" ] && files+=("$applog")
-    [ -f "$OUTLOG" ] && files+=("$OUTLOG")
-    [ -s "$proxylog" ] && files+=("$proxylog")
-    [ ${#files[@]} -gt 0 ] || die "还没有日志文件（$applog、$OUTLOG）"
+    [ ${#present[@]} -gt 0 ] || die "还没有日志文件（${files[*]}）"
     if [ "$OPT_FOLLOW" = 1 ]; then
-        exec tail -v -n "$OPT_LINES" -F "${files[@]}"
+        exec tail -v -n "$OPT_LINES" -F "${present[@]}"
     fi
-    tail -v -n "$OPT_LINES" "${files[@]}"
+    tail -v -n "$OPT_LINES" "${present[@]}"
 }
 
 cmd_restart() {
@@ -282,14 +351,29 @@ cmd_restart() {
     take_lock
     local -a svc
     read_service svc conf
-    require_token "${svc[5]}" # before anything stops: no token, no (re)start
+    narrow_or_skip svc
+    # Before anything stops: no token, no (re)start of the API; no Redis, no workers.
+    if has_api "${svc[@]}"; then require_token "${svc[5]}"; fi
+    check_planned_env "${svc[5]}" "${svc[6]}"
     if [ "${svc[0]}" = systemd ]; then
-        say "重启 systemd 单元 ${svc[1]}"
-        local -a units=("${svc[1]}")
-        if proxied "${svc[@]}"; then
-            write_nginx_conf "${svc[@]}" || die "nginx 配置检查未通过（见上）"
-            units+=("${svc[1]}-nginx")
+        # The units as deploy.conf and service.env describe them now (a
+        # PREDICT_QUEUE_URL added to an `all` machine's service.env brings
+        # its workers' unit).
+        install_units "$BASE/current" "${svc[@]}"
+        local -a units=()
+        if has_api "${svc[@]}"; then
+            units+=("${svc[1]}")
+            if proxied "${svc[@]}"; then
+                write_nginx_conf "${svc[@]}" || die "nginx 配置检查未通过（见上）"
+                units+=("${svc[1]}-nginx")
+            fi
         fi
+        if wants_worker "${svc[@]}"; then
+            units+=("${svc[1]}-worker")
+        elif [ "${svc[6]}" != api ]; then
+            stop_worker "${svc[@]}" # no longer asked for (PREDICT_QUEUE_URL gone)
+        fi
+        say "重启 systemd 单元 ${units[*]}"
         systemctl enable --quiet "${units[@]}"
         systemctl restart "${units[@]}"
     else
@@ -307,17 +391,22 @@ cmd_stop() {
     take_lock
     local -a svc
     read_service svc conf
+    narrow_or_skip svc
     service_stop "${svc[@]}"
-    say "服务已停止（数据保留在 $SHARED）"
+    say "服务已停止（$(role_label "${svc[@]}")；数据保留在 $(data_dir "${svc[5]}")）"
 }
 
 # `current` and `previous` trade places, so a second rollback undoes the
-# first. The release keeps its own venv, so nothing is installed.
+# first. The release keeps its own venv, so nothing is installed. It is the
+# whole machine's: every role it runs switches together.
 cmd_rollback() {
     require_deployed
     take_lock
     local -a svc
     read_service svc conf
+    if [ -n "$OPT_ROLE" ] && [ "$OPT_ROLE" != all ] && [ "$OPT_ROLE" != "${svc[6]}" ]; then
+        die "rollback 切换整台机器的版本（角色 ${svc[6]}），不能只回滚 $OPT_ROLE；去掉 --role"
+    fi
     local cur prev
     cur=$(link_name current)
     prev=$(link_name previous)
@@ -328,7 +417,11 @@ cmd_rollback() {
     if proxied "${svc[@]}" && ! grep -q BACKEND_PORT "$RELEASES/$prev/deploy/run-service.sh" 2>/dev/null; then
         die "上一版本 releases/$prev 早于 nginx 反向代理（它的 gunicorn 会直接占用端口 ${svc[3]}），不能回滚到它；需要旧代码时请用 deploy --source 重新部署"
     fi
-    require_token "${svc[5]}"
+    if { [ "${svc[6]}" != all ] || wants_worker "${svc[@]}" || [ "$(data_dir "${svc[5]}")" != "$SHARED" ]; } &&
+        ! grep -q check-worker "$RELEASES/$prev/deploy/run-service.sh" 2>/dev/null; then
+        die "上一版本 releases/$prev 早于 --role（它不会运行执行进程，也不认 service.env 中的 PREDICT_DATA_DIR），不能回滚到它；需要旧代码时请用 deploy --source 重新部署"
+    fi
+    if has_api "${svc[@]}"; then require_token "${svc[5]}"; fi
     say "回滚: releases/$cur -> releases/$prev"
     service_stop "${svc[@]}"
     switch_link current "$prev"
@@ -348,9 +441,24 @@ cmd_rollback() {
     exit 1
 }
 
+# The API's port; nothing for a worker machine (it has none).
 cmd_port() {
     require_deployed
-    conf_get PORT
+    local -a svc
+    read_service svc conf
+    if has_api "${svc[@]}"; then conf_get PORT; fi
+}
+
+# Whether a deploy with these options can work on this machine: the role's
+# settings (service.env as it would be after the deploy). Changes nothing;
+# deploy-async.sh runs it on every host before it uploads to any.
+cmd_preflight() {
+    local -a svc
+    read_service svc wanted
+    if [ "$OPT_MANAGER" = systemd ] && ! systemd_available; then
+        die "--manager systemd：本机 systemd 未运行或当前用户不是 root"
+    fi
+    check_planned_env "${svc[5]}" "${svc[6]}"
 }
 
 # The nginx config for this deploy path and these options, as the service
@@ -361,17 +469,27 @@ cmd_nginx_conf() {
     nginx_conf "${svc[@]}"
 }
 
-# The systemd units a deploy would install, with nothing installed.
+# The systemd units a deploy would install, with nothing installed: for the
+# API (and its nginx), for the workers, or both -- as --role and the settings
+# (service.env, --env, --env-file) say.
 cmd_unit() {
     local -a svc
     read_service svc wanted
-    local release=$BASE/current memory_max
+    local release=$BASE/current memory_max user data
     [ -f "$release/deploy/prediction-service.service.in" ] || release=$HERE/..
     memory_max=$(wanted MEMORY_MAX "$OPT_MEMORY_MAX" "$DEFAULT_MEMORY_MAX")
-    echo "# ---- /etc/systemd/system/${svc[1]}.service ----"
-    service_unit "$release" "${svc[1]}" "$(unit_user "${svc[5]}")" "$memory_max"
-    echo "# ---- /etc/systemd/system/${svc[1]}-nginx.service ----"
-    nginx_unit "${svc[1]}"
+    user=$(unit_user "${svc[5]}")
+    data=$(extra_dirs "${svc[5]}") || exit 1
+    if has_api "${svc[@]}"; then
+        echo "# ---- /etc/systemd/system/${svc[1]}.service ----"
+        service_unit "$release" "${svc[1]}" "$user" "$memory_max" "$data"
+        echo "# ---- /etc/systemd/system/${svc[1]}-nginx.service ----"
+        nginx_unit "${svc[1]}"
+    fi
+    if wants_worker "${svc[@]}"; then
+        echo "# ---- /etc/systemd/system/${svc[1]}-worker.service ----"
+        worker_unit "$release" "${svc[1]}" "$user" "$memory_max" "$data"
+    fi
 }
 
 # ===========================================================================
@@ -386,6 +504,8 @@ PIDFILE=
 TOKEN_FILE=
 ENV_FILE=
 OUTLOG=
+WORKER_PIDFILE=
+WORKER_OUTLOG=
 NGINX_DIR=
 NGINX_CONF=
 NGINX_PID=
@@ -408,10 +528,13 @@ set_paths() {
     TOKEN_FILE=$SHARED/api_token
     ENV_FILE=$SHARED/service.env
     OUTLOG=$SHARED/gunicorn.log
+    WORKER_PIDFILE=$SHARED/worker.pid
+    WORKER_OUTLOG=$SHARED/worker.log
     NGINX_DIR=$BASE/nginx
     NGINX_CONF=$NGINX_DIR/nginx.conf
     NGINX_PID=$NGINX_DIR/nginx.pid
-    readonly BASE RELEASES SHARED CONF PIDFILE TOKEN_FILE ENV_FILE OUTLOG NGINX_DIR NGINX_CONF NGINX_PID
+    readonly BASE RELEASES SHARED CONF PIDFILE TOKEN_FILE ENV_FILE OUTLOG WORKER_PIDFILE WORKER_OUTLOG \
+        NGINX_DIR NGINX_CONF NGINX_PID
 }
 
 # A deploy path ends up in a systemd unit, an nginx config and in shell
@@ -462,12 +585,13 @@ valid_bind() { [[ $1 =~ ^[A-Za-z0-9.:_-]+$ ]]; }
 valid_name() { [[ $1 =~ ^[A-Za-z0-9_.@-]+$ ]]; }
 valid_user() { [[ $1 =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; }
 valid_memory() { [[ $1 =~ ^([0-9]+[KMGT]?|[0-9]{1,2}%|100%|infinity)$ ]]; }
+valid_role() { [[ " $ROLES " == *" $1 "* ]]; }
 
 # The service deploy.conf describes: MANAGER NAME BIND PORT BACKEND USER.
 # Checked like flags: the file sits in the service's data dir, and its values
 # end up in unit files and nginx's config.
 service_in_conf() {
-    local port bind name manager backend user
+    local port bind name manager backend user role
     port=$(conf_get PORT)
     port=${port:-$DEFAULT_PORT}
     bind=$(conf_get BIND_HOST)
@@ -480,20 +604,23 @@ service_in_conf() {
     backend=${backend:--}
     user=$(conf_get SERVICE_USER)
     if [ -z "$user" ] || [ "$(id -u)" != 0 ]; then user=-; fi
+    role=$(conf_get ROLE)
+    role=${role:-all} # a deploy.conf from before roles: the one machine that does everything
     valid_port "$port" || die "$CONF 中的 PORT 无效: $port"
     valid_bind "$bind" || die "$CONF 中的 BIND_HOST 无效: $bind"
     valid_name "$name" || die "$CONF 中的 SERVICE_NAME 无效: $name"
     [ "$backend" = - ] || valid_port "$backend" || die "$CONF 中的 BACKEND_PORT 无效: $backend"
     [ "$user" = - ] || valid_user "$user" || die "$CONF 中的 SERVICE_USER 无效: $user"
-    printf '%s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user"
+    valid_role "$role" || die "$CONF 中的 ROLE 无效: $role"
+    printf '%s %s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user" "$role"
 }
 
-# The service this deploy wants: MANAGER NAME BIND PORT BACKEND USER. A new
+# The service this deploy wants: MANAGER NAME BIND PORT BACKEND USER ROLE. A new
 # --port without --name renames the unit with it (and, without
 # --backend-port, moves gunicorn to its default port). The manager is
 # detected anew each deploy.
 service_wanted() {
-    local port bind name manager backend user
+    local port bind name manager backend user role
     port=$(wanted PORT "$OPT_PORT" "$DEFAULT_PORT")
     bind=$(wanted BIND_HOST "$OPT_HOST" "$DEFAULT_BIND")
     name=$(wanted SERVICE_NAME "$OPT_NAME" "prediction-service-$port")
@@ -507,10 +634,12 @@ service_wanted() {
         systemd | pid) manager=$OPT_MANAGER ;;
         *) if systemd_available; then manager=systemd; else manager=pid; fi ;;
     esac
-    printf '%s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user"
+    role=$(wanted ROLE "$OPT_ROLE" all)
+    valid_role "$role" || die "$CONF 中的 ROLE 无效: $role"
+    printf '%s %s %s %s %s %s %s\n' "$manager" "$name" "$bind" "$port" "$backend" "$user" "$role"
 }
 
-# read_service ARRAY conf|wanted: the six words into ARRAY -- the service
+# read_service ARRAY conf|wanted: the seven words into ARRAY -- the service
 # deploy.conf describes, or the one this run wants. Exits on a bad value
 # (a `read <<<"$(...)"` alone would carry on with nothing).
 read_service() {
@@ -521,13 +650,66 @@ read_service() {
     read -ra into <<<"$line"
 }
 
-proxied() { [ "$5" != - ]; }
+# The parts of a service (args: the seven words). The API: nginx + gunicorn;
+# nginx only for a deploy.conf from after nginx came.
+has_api() { [ "$7" != worker ]; }
+proxied() { has_api "$@" && [ "$5" != - ]; }
+
+# The workers: a worker machine's; an `all` machine's once its settings say
+# the service is distributed (PREDICT_QUEUE_URL).
+wants_worker() {
+    case $7 in
+        worker) return 0 ;;
+        all) [ -n "$(planned_env PREDICT_QUEUE_URL "$6")" ] ;;
+        *) return 1 ;;
+    esac
+}
+
+role_label() {
+    local parts=''
+    if has_api "$@"; then parts='API：nginx + gunicorn'; fi
+    if wants_worker "$@"; then parts="${parts:+$parts；}执行进程"; fi
+    echo "$7（${parts:-无}）"
+}
+
+# narrow_or_skip ARRAY: --role on status/logs/restart/stop acts on that part
+# of the machine only: ARRAY's ROLE becomes it. A machine that does not run
+# it is skipped (exit 0, one line), so one command can name a whole cluster.
+narrow_or_skip() {
+    local -n svc_ref=$1
+    local role=${svc_ref[6]}
+    [ -n "$OPT_ROLE" ] && [ "$OPT_ROLE" != all ] && [ "$OPT_ROLE" != "$role" ] || return 0
+    if [ "$role" = all ] && { [ "$OPT_ROLE" = api ] || wants_worker "${svc_ref[@]}" || worker_running "${svc_ref[@]}"; }; then
+        svc_ref[6]=$OPT_ROLE
+        return 0
+    fi
+    say "跳过 $BASE：这台机器的角色是 $(role_label "${svc_ref[@]}")，没有 $OPT_ROLE"
+    exit 0
+}
+
+# The systemd units, or the pid files, of the parts the service has.
+unit_names() {
+    local -a units=()
+    if has_api "$@"; then
+        units+=("$2")
+        if proxied "$@"; then units+=("$2-nginx"); fi
+    fi
+    if wants_worker "$@"; then units+=("$2-worker"); fi
+    echo "${units[*]}"
+}
+
+pid_files() {
+    local -a files=()
+    if has_api "$@"; then files+=("$PIDFILE"); fi
+    if wants_worker "$@"; then files+=("$WORKER_PIDFILE"); fi
+    echo "${files[*]}"
+}
 
 user_label() {
     if [ "$1" = - ]; then echo "$(id -un)（与部署脚本相同）"; else echo "$1"; fi
 }
 
-# write_conf MANAGER NAME BIND PORT BACKEND USER PYTHON VENV_FROM KEEP MEMORY_MAX
+# write_conf MANAGER NAME BIND PORT BACKEND USER ROLE PYTHON VENV_FROM KEEP MEMORY_MAX
 write_conf() {
     local user=$6
     [ "$user" != - ] || user=''
@@ -539,10 +721,11 @@ write_conf() {
         echo "SERVICE_NAME=$2"
         echo "SERVICE_USER=$user"
         echo "MANAGER=$1"
-        echo "MEMORY_MAX=${10}"
-        echo "PYTHON=$7"
-        echo "VENV_FROM=$8"
-        echo "KEEP=$9"
+        echo "ROLE=$7"
+        echo "MEMORY_MAX=${11}"
+        echo "PYTHON=$8"
+        echo "VENV_FROM=$9"
+        echo "KEEP=${10}"
     } | write_root_file "$CONF" 644
 }
 
@@ -732,9 +915,21 @@ WRITE_PRIVATE='umask 077 && t=$(mktemp "$1.XXXXXX") || exit 1
 cat >"$t" && chmod 600 "$t" && mv -f "$t" "$1" || { rm -f "$t"; exit 1; }'
 
 # ensure_token USER PYTHON: generated once (openssl, else PYTHON's secrets),
-# kept by every later deploy; the service's user owns it (600).
+# kept by every later deploy; the service's user owns it (600). Several API
+# hosts behind one load balancer need one token: PREDICT_API_TOKEN in the
+# --env-file is written here (never into service.env), on every deploy.
 ensure_token() {
-    local user=$1 token
+    local user=$1 token given=''
+    if [ -n "$OPT_ENV_FILE" ]; then given=$(env_file_value PREDICT_API_TOKEN "$OPT_ENV_FILE"); fi
+    if [ -n "$given" ]; then
+        if [ "$(as_user "$user" cat -- "$TOKEN_FILE" 2>/dev/null | tr -d '[:space:]')" != "$given" ]; then
+            printf '%s\n' "$given" | as_user "$user" bash -c "$WRITE_PRIVATE" _ "$TOKEN_FILE" ||
+                die "无法写入 API 令牌 $TOKEN_FILE：服务不会在没有令牌的情况下部署"
+        fi
+        as_user "$user" chmod 600 "$TOKEN_FILE"
+        say "API 令牌来自 --env-file 的 PREDICT_API_TOKEN（$TOKEN_FILE，权限 600；同一集群的 API 主机用同一个令牌）"
+        return 0
+    fi
     if has_token "$user"; then
         as_user "$user" chmod 600 "$TOKEN_FILE"
         say "沿用已有的 API 令牌 ($TOKEN_FILE)"
@@ -766,9 +961,12 @@ require_token() {
 env_template() {
     cat <<'EOF'
 # 预测服务配置：每行 KEY=VALUE，值不加引号；修改后执行 ./deploy-async.sh restart 生效。
-# PREDICT_DATA_DIR / PREDICT_PORT / PREDICT_HOST / PREDICT_API_TOKEN 由部署脚本管理，在此设置无效。
+# PREDICT_PORT / PREDICT_HOST / PREDICT_API_TOKEN 由部署脚本管理，在此设置无效
+# （多台 API 主机共用的令牌：在 --env-file 中写 PREDICT_API_TOKEN=…，部署时写入 shared/api_token）。
 # 含密码的设置（如 PREDICT_DATABASE_URL）用 deploy-async.sh --env-file 文件 写入，不要放在命令行上。
 # 模型与培养方案：把真实文件放进 shared/models、shared/plans 即自动使用（为空时用代码自带的演示数据）。
+# 数据目录默认是本部署的 shared/；多台机器（分布式模式）共用的目录用 PREDICT_DATA_DIR=/绝对路径 指定。
+# 分布式模式：PREDICT_QUEUE_URL=redis://主机:6379/0 与 PREDICT_TASKS_DB_URL=postgresql://…（--role worker 必需）。
 # PREDICT_MAX_WORKERS=3
 # PREDICT_MAX_PENDING=50
 # PREDICT_TASK_TIMEOUT_S=1800
@@ -788,7 +986,10 @@ ensure_env_file() {
     local -a pairs=("$@")
     local line
     if [ -n "$OPT_ENV_FILE" ]; then
-        while IFS= read -r line; do pairs+=("$line"); done < <(env_file_pairs "$OPT_ENV_FILE")
+        while IFS= read -r line; do
+            # The token goes to shared/api_token (ensure_token), never into service.env.
+            [ "${line%%=*}" = PREDICT_API_TOKEN ] || pairs+=("$line")
+        done < <(env_file_pairs "$OPT_ENV_FILE")
     fi
     if ! as_user "$user" test -f "$ENV_FILE"; then
         env_template | as_user "$user" bash -c "$WRITE_PRIVATE" _ "$ENV_FILE" ||
@@ -831,14 +1032,155 @@ env_file_pairs() {
         line=${line%$'\r'}
         case $line in '' | '#'*) continue ;; esac
         [[ $line =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env-file $file 第 $n 行不是 KEY=VALUE"
-        managed_key "${line%%=*}" && die "--env-file $file 第 $n 行: ${line%%=*} 由部署脚本管理，不能在此设置"
+        if [ "${line%%=*}" = PREDICT_API_TOKEN ]; then
+            [[ ${line#*=} =~ ^[A-Za-z0-9._~+/=-]{32,}$ ]] ||
+                die "--env-file $file 第 $n 行: PREDICT_API_TOKEN 至少 32 个字符，只含字母、数字和 ._~+/=-（它会写入 shared/api_token）"
+        elif managed_key "${line%%=*}"; then
+            die "--env-file $file 第 $n 行: ${line%%=*} 由部署脚本管理，不能在此设置"
+        fi
+        if [ "${line%%=*}" = PREDICT_DATA_DIR ] && ! valid_data_dir "${line#*=}"; then
+            die "--env-file $file 第 $n 行: PREDICT_DATA_DIR 必须是绝对路径，且只含字母、数字和 ._/@+-"
+        fi
         printf '%s\n' "$line"
     done <"$file"
 }
 
+# The value of KEY in an --env-file ('' when absent; the last line wins).
+env_file_value() {
+    local key=$1 file=$2 kv val=''
+    while IFS= read -r kv; do
+        if [ "${kv%%=*}" = "$key" ]; then val=${kv#*=}; fi
+    done < <(env_file_pairs "$file")
+    printf '%s\n' "$val"
+}
+
 managed_key() {
-    case $1 in PREDICT_DATA_DIR | PREDICT_PORT | PREDICT_HOST | PREDICT_API_TOKEN | PREDICT_ALLOW_ANONYMOUS) return 0 ;; esac
+    case $1 in PREDICT_PORT | PREDICT_HOST | PREDICT_API_TOKEN | PREDICT_ALLOW_ANONYMOUS) return 0 ;; esac
     return 1
+}
+
+# PREDICT_DATA_DIR: the directory every machine of a distributed service
+# shares (an NFS mount, say) instead of this deploy's shared/. It ends up in
+# systemd units (ReadWritePaths) and shell commands: absolute, plain
+# characters, no `..`.
+valid_data_dir() {
+    [[ $1 =~ ^/[A-Za-z0-9._/@+-]*[A-Za-z0-9._@+-]$ ]] && [[ /$1/ != */../* ]]
+}
+
+# The value KEY will have in service.env once this run is done: the last of
+# --env and --env-file (the file wins, as ensure_env_file writes them), else
+# what service.env holds now ('' when unset).
+planned_env() {
+    local key=$1 user=$2 kv val='' found=no
+    for kv in ${OPT_ENV[@]+"${OPT_ENV[@]}"}; do
+        if [ "${kv%%=*}" = "$key" ]; then val=${kv#*=} && found=yes; fi
+    done
+    if [ -n "$OPT_ENV_FILE" ]; then
+        while IFS= read -r kv; do
+            if [ "${kv%%=*}" = "$key" ]; then val=${kv#*=} && found=yes; fi
+        done < <(env_file_pairs "$OPT_ENV_FILE")
+    fi
+    if [ $found = no ]; then val=$(env_value "$key" "$user"); fi
+    printf '%s\n' "$val"
+}
+
+# check_planned_env USER ROLE: the settings the role cannot run without, and
+# the data dir, as service.env will be -- refused before anything changes.
+# Values are never shown: a Redis or database URL may hold a password.
+check_planned_env() {
+    local user=$1 role=$2 queue tasks http missing=''
+    queue=$(planned_env PREDICT_QUEUE_URL "$user")
+    tasks=$(planned_env PREDICT_TASKS_DB_URL "$user")
+    if [ "$role" = worker ]; then
+        [ -n "$queue" ] || missing="PREDICT_QUEUE_URL（Redis）"
+        [ -n "$tasks" ] || missing="${missing:+$missing 和 }PREDICT_TASKS_DB_URL（PostgreSQL）"
+        if [ -n "$missing" ]; then
+            die "执行机器（--role worker）需要 PREDICT_QUEUE_URL 与 PREDICT_TASKS_DB_URL（与 API 实例相同的 Redis 和 PostgreSQL），缺少 $missing：写进 --env-file 文件后再部署；未做任何改动"
+        fi
+    fi
+    if [ -n "$queue" ]; then
+        case $queue in
+            redis://* | rediss://* | unix://*) ;;
+            *) die "PREDICT_QUEUE_URL 应形如 redis://主机:6379/0；未做任何改动" ;;
+        esac
+        case $tasks in
+            postgresql:* | postgresql+*:* | postgres:*) ;;
+            *) die "分布式模式（设置了 PREDICT_QUEUE_URL）需要 PREDICT_TASKS_DB_URL 指向所有 API 实例与执行机器共用的 PostgreSQL；未做任何改动" ;;
+        esac
+    fi
+    http=$(planned_env PREDICT_HTTP_WORKERS "$user")
+    if [ -z "$queue" ] && [[ $http =~ ^[0-9]+$ ]] && [ "$http" -gt 1 ]; then
+        die "PREDICT_HTTP_WORKERS=$http 需要分布式模式（PREDICT_QUEUE_URL）：内置模式的任务池与任务索引只在一个进程中；未做任何改动"
+    fi
+    extra_dirs "$user" >/dev/null
+}
+
+# The service's data dir: shared/, or PREDICT_DATA_DIR of service.env
+# (checked again here: service.env is the operator's to edit).
+data_dir() {
+    local dir
+    dir=$(planned_env PREDICT_DATA_DIR "$1")
+    if [ -z "$dir" ]; then
+        printf '%s\n' "$SHARED"
+        return 0
+    fi
+    valid_data_dir "$dir" || die "PREDICT_DATA_DIR 必须是绝对路径，且只含字母、数字和 ._/@+-: $dir"
+    case $dir/ in
+        "$RELEASES/"* | "$NGINX_DIR/"* | "$BASE/current/"* | "$BASE/previous/"* | "$SHARED/venvs/"*)
+            die "PREDICT_DATA_DIR 不能位于部署目录的 releases/、nginx/、shared/venvs/ 之内（部署会替换或删除它们）: $dir"
+            ;;
+    esac
+    printf '%s\n' "$dir"
+}
+
+# The directory of PREDICT_STORAGE_URL=file:///path (or a bare absolute
+# path): where uploads and results go when only they are on the shared
+# mount ('' for none, and for s3://, whose files are cached in the data dir).
+storage_dir() {
+    local url dir
+    url=$(planned_env PREDICT_STORAGE_URL "$1")
+    case $url in
+        file://localhost/*) dir=${url#file://localhost} ;;
+        file:///*) dir=${url#file://} ;;
+        /*) dir=$url ;;
+        *) return 0 ;;
+    esac
+    while [ "${#dir}" -gt 1 ] && [ "${dir%/}" != "$dir" ]; do dir=${dir%/}; done
+    valid_data_dir "$dir" || die "PREDICT_STORAGE_URL 的目录必须是绝对路径，且只含字母、数字和 ._/@+-: $dir"
+    printf '%s\n' "$dir"
+}
+
+# The directories outside shared/ the service writes to: the data dir and
+# the file storage's, when service.env names them (space-separated; each goes
+# into the units' ReadWritePaths).
+extra_dirs() {
+    local data storage out=''
+    data=$(data_dir "$1") || exit 1
+    storage=$(storage_dir "$1") || exit 1
+    if [ "$data" != "$SHARED" ]; then out=$data; fi
+    if [ -n "$storage" ] && [ "$storage" != "$data" ]; then out="${out:+$out }$storage"; fi
+    printf '%s\n' "$out"
+}
+
+# ensure_data_dir USER: the data dir and the file storage's directory, when
+# outside shared/, exist (created for the service's user when missing) and
+# the service's user can write there -- on NFS that needs the same uid on
+# every machine. 1 (with a warning) if not.
+ensure_data_dir() {
+    local user=$1 dirs dir
+    dirs=$(extra_dirs "$user") || return 1
+    for dir in $dirs; do
+        if [ ! -d "$dir" ]; then
+            mkdir -p "$dir" || return 1
+            if [ "$user" != - ]; then chown "$user:$(user_group "$user")" "$dir" || return 1; fi
+            chmod 750 "$dir" || return 1
+            say "已建立目录 $dir（分布式模式下所有机器应挂载同一个共享目录）"
+        fi
+        if ! as_user "$user" test -w "$dir" || ! as_user "$user" test -x "$dir"; then
+            warn "服务用户 $(user_label "$user") 不能读写 $dir（共享目录须允许它读写；NFS 上各机器的该用户 uid 须相同）"
+            return 1
+        fi
+    done
 }
 
 # A value of service.env, read as the service's user ('' when unset).
@@ -940,7 +1282,7 @@ user_can_run() {
 }
 
 # ===========================================================================
-# The service: a systemd unit, or a pid-file process (args: the six words)
+# The service: systemd units, or pid-file processes (args: the seven words)
 # ===========================================================================
 
 systemd_available() {
@@ -951,13 +1293,19 @@ unit_user() {
     if [ "$1" = - ]; then id -un; else echo "$1"; fi
 }
 
-# service_unit RELEASE_DIR NAME USER MEMORY_MAX: the release's unit template,
-# filled in. It runs BASE/current/deploy/run-service.sh, so a rollback needs
-# no new unit.
-service_unit() {
+# fill_unit TEMPLATE NAME USER MEMORY_MAX EXTRA_DIRS: a unit template of the
+# release, filled in. The units run BASE/current/deploy/run-service.sh, so a
+# rollback needs no new unit. The directories outside shared/ that
+# service.env names (extra_dirs) are writable for the service too.
+fill_unit() {
+    local extra=${5:+ $5}
     sed -e "s|@BASE@|$BASE|g" -e "s|@NAME@|$2|g" -e "s|@USER@|$3|g" -e "s|@SHARED@|$SHARED|g" \
-        -e "s|@MEMORY_MAX@|$4|g" "$1/deploy/prediction-service.service.in"
+        -e "s|@MEMORY_MAX@|$4|g" -e "s| @DATA_DIR@|$extra|g" "$1"
 }
+
+# service_unit / worker_unit RELEASE_DIR NAME USER MEMORY_MAX EXTRA_DIRS
+service_unit() { fill_unit "$1/deploy/prediction-service.service.in" "${@:2}"; }
+worker_unit() { fill_unit "$1/deploy/prediction-worker.service.in" "${@:2}"; }
 
 # nginx_unit NAME: the unit of the service's nginx (template next to this script).
 nginx_unit() {
@@ -969,63 +1317,85 @@ nginx_unit() {
         "$HERE/prediction-nginx.service.in"
 }
 
-# install_units RELEASE_DIR NAME: both units, as deploy.conf now describes the service.
+# install_units RELEASE_DIR SERVICE...: the units of the parts the service
+# has (the API's two, the workers' one), as deploy.conf now describes it.
 install_units() {
-    local release_dir=$1 name=$2 user memory_max
+    local release_dir=$1
+    shift
+    local name=$2 user memory_max data
     user=$(conf_get SERVICE_USER)
     memory_max=$(conf_get MEMORY_MAX)
     if [ -n "$user" ] && ! valid_user "$user"; then die "$CONF 中的 SERVICE_USER 无效: $user"; fi
     valid_memory "${memory_max:-$DEFAULT_MEMORY_MAX}" || die "$CONF 中的 MEMORY_MAX 无效: $memory_max"
-    service_unit "$release_dir" "$name" "${user:-$(id -un)}" "${memory_max:-$DEFAULT_MEMORY_MAX}" |
-        write_root_file "/etc/systemd/system/$name.service" 644
-    if [ -n "$(conf_get BACKEND_PORT)" ]; then
-        nginx_unit "$name" | write_root_file "/etc/systemd/system/$name-nginx.service" 644
+    data=$(extra_dirs "$6") || exit 1
+    if has_api "$@"; then
+        service_unit "$release_dir" "$name" "${user:-$(id -un)}" "${memory_max:-$DEFAULT_MEMORY_MAX}" "$data" |
+            write_root_file "/etc/systemd/system/$name.service" 644
+        if proxied "$@"; then
+            nginx_unit "$name" | write_root_file "/etc/systemd/system/$name-nginx.service" 644
+        fi
+    fi
+    if wants_worker "$@"; then
+        worker_unit "$release_dir" "$name" "${user:-$(id -un)}" "${memory_max:-$DEFAULT_MEMORY_MAX}" "$data" |
+            write_root_file "/etc/systemd/system/$name-worker.service" 644
     fi
     systemctl daemon-reload
 }
 
 service_start() {
-    require_token "$6"
-    if [ "$1" = systemd ]; then
-        say "启动 systemd 单元 $2"
-        systemctl enable --quiet "$2"
-        systemctl start "$2"
-    else
-        start_pid "$6"
-    fi
-    proxied "$@" || return 0
-    write_nginx_conf "$@" || die "nginx 配置检查未通过（见上）"
-    if [ "$1" = systemd ]; then
-        systemctl enable --quiet "$2-nginx"
-        systemctl start "$2-nginx"
-    else
-        start_nginx_pid
-    fi
-}
-
-# Both processes, whichever of them runs (a proxy left from an earlier
-# deploy included).
-service_stop() {
-    if [ "$1" = systemd ]; then
-        local unit
-        for unit in "$2-nginx" "$2"; do
-            if systemctl is-active --quiet "$unit" || systemctl is-failed --quiet "$unit"; then
-                say "停止 systemd 单元 $unit"
-                systemctl stop "$unit" || true
+    if has_api "$@"; then
+        require_token "$6"
+        if [ "$1" = systemd ]; then
+            say "启动 systemd 单元 $2"
+            systemctl enable --quiet "$2"
+            systemctl start "$2"
+        else
+            start_pid "$6"
+        fi
+        if proxied "$@"; then
+            write_nginx_conf "$@" || die "nginx 配置检查未通过（见上）"
+            if [ "$1" = systemd ]; then
+                systemctl enable --quiet "$2-nginx"
+                systemctl start "$2-nginx"
+            else
+                start_nginx_pid
             fi
-            # Stopped means stopped, also after a reboot; deploy/restart enable it again.
-            systemctl disable --quiet "$unit" 2>/dev/null || true
-        done
-    else
-        stop_nginx_pid
-        stop_pid
+        fi
     fi
+    if wants_worker "$@"; then start_worker "$@"; fi
 }
 
-# Running: gunicorn, and nginx in front of it when the deploy has one.
+# Every process of the parts the service has, whichever of them runs (a
+# proxy left from an earlier deploy included; the workers of an `all`
+# machine also when service.env no longer asks for them).
+service_stop() {
+    if has_api "$@"; then
+        if [ "$1" = systemd ]; then
+            local unit
+            for unit in "$2-nginx" "$2"; do
+                if systemctl is-active --quiet "$unit" || systemctl is-failed --quiet "$unit"; then
+                    say "停止 systemd 单元 $unit"
+                    systemctl stop "$unit" || true
+                fi
+                # Stopped means stopped, also after a reboot; deploy/restart enable it again.
+                systemctl disable --quiet "$unit" 2>/dev/null || true
+            done
+        else
+            stop_nginx_pid
+            stop_pid
+        fi
+    fi
+    if [ "$7" != api ]; then stop_worker "$@"; fi
+}
+
+# Running: gunicorn, and nginx in front of it when the deploy has one; the
+# workers when the service has them.
 service_running() {
-    backend_running "$@" || return 1
-    if proxied "$@"; then proxy_running "$@"; fi
+    if has_api "$@"; then
+        backend_running "$@" || return 1
+        if proxied "$@"; then proxy_running "$@" || return 1; fi
+    fi
+    if wants_worker "$@"; then worker_running "$@" || return 1; fi
 }
 
 backend_running() {
@@ -1044,9 +1414,18 @@ proxy_running() {
     fi
 }
 
+worker_running() {
+    if [ "$1" = systemd ]; then
+        systemctl is-active --quiet "$2-worker"
+    else
+        worker_is_ours "$(read_pid "$WORKER_PIDFILE")"
+    fi
+}
+
 # The ports the service as described holds while it runs.
 ports_held() {
     local -a held=()
+    has_api "$@" || return 0 # a worker machine listens on no port
     if backend_running "$@"; then
         if proxied "$@"; then held+=("$5"); else held+=("$4"); fi
     fi
@@ -1060,6 +1439,7 @@ ports_held() {
 # or the pid file's -- only when it still is the process we started.
 service_pid() { managed_pid "$1" "$2" "$PIDFILE" is_ours; }
 proxy_pid() { managed_pid "$1" "$2-nginx" "$NGINX_PID" nginx_is_ours; }
+worker_pid() { managed_pid "$1" "$2-worker" "$WORKER_PIDFILE" worker_is_ours; }
 
 managed_pid() {
     local manager=$1 unit=$2 pidfile=$3 check=$4 pid
@@ -1074,14 +1454,22 @@ managed_pid() {
 }
 
 show_log_tail() {
-    local n=40
+    local n=40 f
     if [ "$1" = systemd ]; then
-        journalctl -u "$2" -u "$2-nginx" -n "$n" --no-pager 2>/dev/null || true
-    elif [ -f "$OUTLOG" ]; then
-        echo "---- $OUTLOG（最后 $n 行）----"
-        tail -n "$n" "$OUTLOG" || true
+        local -a args=()
+        for f in $(unit_names "$@"); do args+=(-u "$f"); done
+        journalctl ${args[@]+"${args[@]}"} -n "$n" --no-pager 2>/dev/null || true
+    else
+        local -a logs=()
+        if has_api "$@"; then logs+=("$OUTLOG"); fi
+        if wants_worker "$@"; then logs+=("$WORKER_OUTLOG"); fi
+        for f in ${logs[@]+"${logs[@]}"}; do
+            [ -f "$f" ] || continue
+            echo "---- $f（最后 $n 行）----"
+            tail -n "$n" "$f" || true
+        done
     fi
-    if [ -s "$NGINX_DIR/error.log" ]; then
+    if has_api "$@" && [ -s "$NGINX_DIR/error.log" ]; then
         echo "---- $NGINX_DIR/error.log（最后 10 行）----"
         tail -n 10 "$NGINX_DIR/error.log" || true
     fi
@@ -1171,47 +1559,97 @@ nginx_is_ours() {
     return 1
 }
 
-# start_pid USER: run-service.sh in the background as USER. The log is opened
-# by the service's own process after it became USER, so root never writes
-# through a name in shared/ that the service could have pointed elsewhere.
-start_pid() {
-    local runner=$BASE/current/deploy/run-service.sh pid
+# The worker command of this deploy: started as recorded, and it is the
+# worker command (or the runner that execs it) of one of our releases.
+worker_is_ours() {
+    local pid=$1 cmd cwd
+    started_as_recorded "$WORKER_PIDFILE" "$pid" || return 1
+    cmd=$(cmdline_of "$pid") || return 1
+    case $cmd in *destination_predictor.worker* | *run-service.sh*) ;; *) return 1 ;; esac
+    case $cmd in *"$BASE/"*) return 0 ;; esac
+    cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || return 1
+    case $cwd/ in "$RELEASES/"*) return 0 ;; esac
+    return 1
+}
+
+# launch USER PIDFILE LOG ARG...: `run-service.sh BASE ARG...` in the
+# background as USER, its pid recorded in PIDFILE. The log is opened by the
+# service's own process after it became USER, so root never writes through a
+# name in shared/ that the service could have pointed elsewhere.
+launch() {
+    local user=$1 pidfile=$2 log=$3 runner=$BASE/current/deploy/run-service.sh pid
+    shift 3
     [ -f "$runner" ] || die "$runner 不存在"
-    user_prefix "$1"
+    user_prefix "$user"
     # setsid: its own session, so closing the ssh session does not hang it up
     # and its process group holds exactly the service and its job children.
     # All descriptors redirected so ssh does not wait for them; fd 9 is the lock.
-    # Every step execs the next, so $! is gunicorn's master itself.
+    # Every step execs the next, so $! is gunicorn's master (or the workers'
+    # pool) itself.
     local -a detach=(nohup)
     if command -v setsid >/dev/null 2>&1; then detach=(setsid nohup); fi
     # shellcheck disable=SC2016 # expanded by the inner bash
     "${detach[@]}" ${USER_PREFIX[@]+"${USER_PREFIX[@]}"} bash -c 'exec >>"$0" 2>&1 && exec bash "$@"' \
-        "$OUTLOG" "$runner" "$BASE" </dev/null >/dev/null 2>&1 9>&- &
+        "$log" "$runner" "$BASE" "$@" </dev/null >/dev/null 2>&1 9>&- &
     pid=$!
-    record_pid "$PIDFILE" "$pid"
-    say "已启动 (pid $pid，用户 $(user_label "$1")，pid 文件 $PIDFILE)"
+    record_pid "$pidfile" "$pid"
+    say "已启动$([ $# -eq 0 ] || echo "执行进程") (pid $pid，用户 $(user_label "$user")，pid 文件 $pidfile)"
 }
 
-stop_pid() {
-    local pid i
-    pid=$(read_pid "$PIDFILE")
+# start_pid USER: gunicorn; start_worker SERVICE...: the worker command.
+start_pid() { launch "$1" "$PIDFILE" "$OUTLOG"; }
+
+start_worker() {
+    if [ "$1" = systemd ]; then
+        say "启动 systemd 单元 $2-worker"
+        systemctl enable --quiet "$2-worker"
+        systemctl start "$2-worker"
+    else
+        launch "$6" "$WORKER_PIDFILE" "$WORKER_OUTLOG" worker
+    fi
+}
+
+stop_pid() { stop_recorded "$PIDFILE" is_ours "$STOP_TIMEOUT" 服务; }
+
+# The workers get SIGTERM (their pool tells each to stop after its current
+# job), then, after WORKER_STOP_TIMEOUT, SIGKILL with their jobs: the API
+# instances run those tasks again. Quiet where there never was a worker.
+stop_worker() {
+    if [ "$1" = systemd ]; then
+        local unit=$2-worker
+        if systemctl is-active --quiet "$unit" || systemctl is-failed --quiet "$unit"; then
+            say "停止 systemd 单元 $unit（正在运行的作业最多再运行 ${WORKER_STOP_TIMEOUT}s，之后由其他执行进程重新运行）"
+            systemctl stop "$unit" || true
+        fi
+        systemctl disable --quiet "$unit" 2>/dev/null || true
+    elif [ -f "$WORKER_PIDFILE" ]; then
+        stop_recorded "$WORKER_PIDFILE" worker_is_ours "$WORKER_STOP_TIMEOUT" 执行进程
+    fi
+}
+
+# stop_recorded PIDFILE CHECK TIMEOUT LABEL: SIGTERM to the process PIDFILE
+# names -- only when CHECK says it still is the one we started -- SIGKILL
+# after TIMEOUT seconds, then whatever is left in its process group.
+stop_recorded() {
+    local pidfile=$1 check=$2 timeout=$3 label=$4 pid i
+    pid=$(read_pid "$pidfile")
     if [ -z "$pid" ]; then
-        say "服务未运行（没有 pid 文件）"
+        say "${label}未运行（没有 pid 文件）"
         return 0
     fi
-    if ! is_ours "$pid"; then
+    if ! "$check" "$pid"; then
         say "pid 文件中的进程 $pid 已退出（该 pid 现在不是本服务启动的那个进程），只删除 pid 文件"
-        rm -f "$PIDFILE" "$PIDFILE.start"
+        rm -f "$pidfile" "$pidfile.start"
         return 0
     fi
-    say "停止服务 (pid $pid)"
+    say "停止${label} (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 2; i++)); do
-        is_ours "$pid" || break
+    for ((i = 0; i < timeout * 2; i++)); do
+        "$check" "$pid" || break
         sleep 0.5
     done
-    if is_ours "$pid"; then
-        warn "服务 $STOP_TIMEOUT 秒内未退出，强制结束 (SIGKILL)"
+    if "$check" "$pid"; then
+        warn "${label} $timeout 秒内未退出，强制结束 (SIGKILL)"
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi
     # Job children left in the service's own process group (it was started
@@ -1225,10 +1663,10 @@ stop_pid() {
         kill -KILL -- "-$pid" 2>/dev/null || true
     fi
     for ((i = 0; i < 20; i++)); do
-        is_ours "$pid" || break
+        "$check" "$pid" || break
         sleep 0.25
     done
-    rm -f "$PIDFILE" "$PIDFILE.start"
+    rm -f "$pidfile" "$pidfile.start"
 }
 
 # ===========================================================================
@@ -1378,7 +1816,7 @@ stop_nginx_pid() {
 }
 
 # ===========================================================================
-# Health (args: the six words)
+# Health (args: the seven words)
 # ===========================================================================
 
 # Where this machine reaches a service bound to BIND.
@@ -1437,26 +1875,58 @@ probe() {
         --base-url "$url" --token-file "$TOKEN_FILE" --timeout 5)
 }
 
-# Probe every second until healthy (0), or until a process is gone or
-# --health-timeout has passed (1, with the last probe's line).
+# The workers' check: `run-service.sh BASE check-worker PID` as the service's
+# user -- the workers' own settings (service.env, which only that user
+# reads), the current release's code (destination_predictor/worker/probe.py):
+# PREDICT_MAX_WORKERS RQ workers below PID registered with Redis. One line.
+worker_probe() {
+    local pid
+    pid=$(worker_pid "$@")
+    if [ -z "$pid" ]; then
+        echo "执行进程未运行"
+        return 1
+    fi
+    (cd / && as_user "$6" bash "$BASE/current/deploy/run-service.sh" "$BASE" check-worker "$pid")
+}
+
+# The number of worker processes the workers' settings ask for.
+worker_count() {
+    local n
+    n=$(planned_env PREDICT_MAX_WORKERS "$1")
+    echo "${n:-3}"
+}
+
+# Probe every second until each part is healthy (0) -- the API through nginx,
+# the workers in Redis -- or until a process is gone or --health-timeout has
+# passed (1, with the last probe's line).
 wait_healthy() {
-    local deadline=$((SECONDS + OPT_HEALTH_TIMEOUT)) out=''
-    say "等待健康检查 http://$(health_host "$3"):$4/health 与 /api/majors（最多 ${OPT_HEALTH_TIMEOUT}s）"
+    local deadline=$((SECONDS + OPT_HEALTH_TIMEOUT)) out='' part
+    local -a parts=()
+    if has_api "$@"; then
+        parts+=(probe)
+        say "等待健康检查 http://$(health_host "$3"):$4/health 与 /api/majors（最多 ${OPT_HEALTH_TIMEOUT}s）"
+    fi
+    if wants_worker "$@"; then
+        parts+=(worker_probe)
+        say "等待执行进程在 Redis 登记（$(worker_count "$6") 个，最多 ${OPT_HEALTH_TIMEOUT}s）"
+    fi
     sleep 1
-    while :; do
-        if out=$(probe "$@" 2>&1); then
-            say "健康检查通过: $out"
-            return 0
-        fi
-        if ! service_running "$@"; then
-            warn "服务进程已退出，健康检查失败: $out"
-            return 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            warn "健康检查 ${OPT_HEALTH_TIMEOUT}s 内未通过: $out"
-            return 1
-        fi
-        sleep 1
+    for part in ${parts[@]+"${parts[@]}"}; do
+        while :; do
+            if out=$("$part" "$@" 2>&1); then
+                say "健康检查通过: $out"
+                break
+            fi
+            if ! service_running "$@"; then
+                warn "服务进程已退出，健康检查失败: $out"
+                return 1
+            fi
+            if [ $SECONDS -ge $deadline ]; then
+                warn "健康检查 ${OPT_HEALTH_TIMEOUT}s 内未通过: $out"
+                return 1
+            fi
+            sleep 1
+        done
     done
 }
 
@@ -1464,6 +1934,7 @@ wait_healthy() {
 # Options and main
 # ===========================================================================
 
+OPT_ROLE=
 OPT_PORT=
 OPT_HOST=
 OPT_BACKEND_PORT=
@@ -1492,6 +1963,7 @@ parse_options() {
             *) die "多余的参数: $1" ;;
         esac
         case $1 in
+            --role) OPT_ROLE=$2 ;;
             --port) OPT_PORT=$2 ;;
             --host) OPT_HOST=$2 ;;
             --backend-port) OPT_BACKEND_PORT=$2 ;;
@@ -1511,6 +1983,7 @@ parse_options() {
         shift 2
     done
 
+    [ -z "$OPT_ROLE" ] || valid_role "$OPT_ROLE" || die "--role 只能是 api、worker 或 all: $OPT_ROLE"
     [ -z "$OPT_PORT" ] || valid_port "$OPT_PORT" || die "--port 应为 1-65535 的整数: $OPT_PORT"
     [ -z "$OPT_BACKEND_PORT" ] || valid_port "$OPT_BACKEND_PORT" ||
         die "--backend-port 应为 1-65535 的整数: $OPT_BACKEND_PORT"
@@ -1537,9 +2010,12 @@ parse_options() {
         if secret_name "${kv%%=*}"; then
             die "${kv%%=*} 含密码等机密，不能用 --env 传递（命令行参数对本机和服务器上的所有用户可见）；请写入文件（每行 KEY=VALUE，权限 600）并用 --env-file 文件"
         fi
+        if [ "${kv%%=*}" = PREDICT_DATA_DIR ] && ! valid_data_dir "${kv#*=}"; then
+            die "PREDICT_DATA_DIR 必须是绝对路径，且只含字母、数字和 ._/@+-: ${kv#*=}"
+        fi
     done
     if [ -n "$OPT_ENV_FILE" ]; then env_file_pairs "$OPT_ENV_FILE" >/dev/null; fi
-    readonly OPT_PORT OPT_HOST OPT_BACKEND_PORT OPT_NAME OPT_MANAGER OPT_USER OPT_MEMORY_MAX \
+    readonly OPT_ROLE OPT_PORT OPT_HOST OPT_BACKEND_PORT OPT_NAME OPT_MANAGER OPT_USER OPT_MEMORY_MAX \
         OPT_PYTHON OPT_VENV_FROM OPT_KEEP OPT_HEALTH_TIMEOUT OPT_LINES OPT_FOLLOW OPT_ENV OPT_ENV_FILE
 }
 
@@ -1560,6 +2036,7 @@ main() {
     set_paths "$base"
     case $sub in
         activate) cmd_activate "$incoming" ;;
+        preflight) cmd_preflight ;;
         status) cmd_status ;;
         logs) cmd_logs ;;
         restart) cmd_restart ;;
@@ -1568,7 +2045,7 @@ main() {
         port) cmd_port ;;
         nginx-conf) cmd_nginx_conf ;;
         unit) cmd_unit ;;
-        *) die "未知子命令: $sub（可用：activate status logs restart stop rollback port check nginx-conf unit）" ;;
+        *) die "未知子命令: $sub（可用：activate preflight status logs restart stop rollback port check nginx-conf unit）" ;;
     esac
 }
 

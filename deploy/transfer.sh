@@ -31,7 +31,7 @@ DATA=('*.sqlite3' '*.sqlite3-*' '*.sqlite' '*.db' '*.xlsx' '*.xls' '*.csv' '*.lo
 TOP_EXCLUDES=(uploads results releases shared current previous nginx)
 # The files a release cannot run without.
 REQUIRED=(async_api_server.py gunicorn.conf.py requirements.txt deploy/run-service.sh
-    deploy/prediction-service.service.in)
+    deploy/prediction-service.service.in deploy/prediction-worker.service.in)
 
 is_git_checkout() {
     command -v git >/dev/null 2>&1 &&
