@@ -2,32 +2,46 @@
 # deploy-async.sh -- deploy and operate the prediction service on a server
 # reached by SSH, or on this machine.
 #
-#   ./deploy-async.sh deploy   user@host [--path /opt/prediction-service] [--port 8080] [--ssh-port 22] [--identity FILE]
-#                              [--env-file secrets.env]
+#   ./deploy-async.sh deploy   user@host[:/path] [--path /opt/prediction-service] [--port 8080] [--ssh-port 22]
+#                              [--identity FILE] [--env-file secrets.env] [--role api|worker|all]
+#   ./deploy-async.sh deploy   user@h1 user@h2 --role worker --env-file cluster.env   several hosts
+#   ./deploy-async.sh deploy   --hosts-file cluster.hosts --env-file cluster.env       a whole cluster
 #   ./deploy-async.sh deploy   --local DIR [--port 8080]
-#   ./deploy-async.sh status   user@host | --local DIR
-#   ./deploy-async.sh logs     user@host | --local DIR [--lines 100] [--follow]
-#   ./deploy-async.sh restart  user@host | --local DIR
-#   ./deploy-async.sh stop     user@host | --local DIR
-#   ./deploy-async.sh rollback user@host | --local DIR
+#   ./deploy-async.sh status   TARGETS [--role R]     TARGETS: user@host[:/path]..., --hosts-file FILE,
+#   ./deploy-async.sh logs     TARGETS [--lines 100] [--follow]                   or --local DIR
+#   ./deploy-async.sh restart  TARGETS [--role R]
+#   ./deploy-async.sh stop     TARGETS [--role R]
+#   ./deploy-async.sh rollback TARGETS
+#
+# Roles (--role; recorded in each host's deploy.conf, so the other
+# subcommands know what runs there): `all` (the default: nginx + gunicorn, as
+# before roles existed, plus the workers when service.env sets
+# PREDICT_QUEUE_URL), `api` (nginx + gunicorn), `worker` (the distributed
+# mode's `python -m destination_predictor.worker`, no nginx, no port). With
+# several hosts, deploy checks every one first (SSH, and that it can run its
+# role: a worker needs PREDICT_QUEUE_URL and PREDICT_TASKS_DB_URL), then
+# deploys them one at a time and stops at the first that fails; every
+# subcommand ends with a summary line per host.
 #
 # Layout under the deploy path (BASE):
 #
 #   releases/<UTC timestamp>/   one directory per deploy: the code, .venv -> shared/venvs/<key>
 #   current  -> releases/...    the release that runs (switched atomically)
 #   previous -> releases/...    the release `rollback` goes back to
-#   shared/                     PREDICT_DATA_DIR: never touched by a deploy or a rollback
+#   shared/                     PREDICT_DATA_DIR (unless service.env names a directory all
+#                               machines share): never touched by a deploy or a rollback
 #     uploads/ results/ tasks.sqlite3 async_api_<port>.log   (the service's data)
 #     api_token (600)  service.env (600)  deploy.conf  service.pid  gunicorn.log
+#     worker.pid  worker.log                                  (a machine that runs the workers)
 #     models/ plans/   (optional: a real model / real plans, used instead of the demo ones)
 #     venvs/<key>/     virtualenvs keyed by requirements.txt + interpreter, shared by releases
 #   nginx/                      nginx.conf (from deploy/nginx.conf.in), nginx.pid, error.log
 #
-# What runs: nginx on --host:--port (clients' address, default 0.0.0.0:8080)
-# in front of gunicorn on 127.0.0.1:--backend-port (default port + 10000), so
-# slow clients meet nginx, never gunicorn's few threads; gunicorn runs as its
-# own system user (--user, default prediction), never root, and never without
-# the API token.
+# What runs (the API): nginx on --host:--port (clients' address, default
+# 0.0.0.0:8080) in front of gunicorn on 127.0.0.1:--backend-port (default
+# port + 10000), so slow clients meet nginx, never gunicorn's few threads;
+# gunicorn runs as its own system user (--user, default prediction), never
+# root, and never without the API token. The workers run as the same user.
 #
 # Why this shape: uploads, results and task records live outside the
 # releases, so no deploy or rollback can lose them; a failed release is never
@@ -44,9 +58,11 @@
 #   deploy/common.sh       the helpers all three share (sourced).
 #   deploy/nginx.conf.in, deploy/prediction-nginx.service.in
 #                          nginx's config and systemd unit, filled in by host.sh.
-#   deploy/run-service.sh  inside each release: how systemd or the pid file runs gunicorn.
-#   destination_predictor/client/probe.py
-#                          the health check host.sh runs, through the project's ApiClient.
+#   deploy/run-service.sh  inside each release: how systemd or the pid file runs gunicorn or
+#                          the workers (units from deploy/prediction-{service,worker}.service.in).
+#   destination_predictor/client/probe.py, destination_predictor/worker/probe.py
+#                          the health checks host.sh runs: the API through the project's ApiClient,
+#                          a worker machine's workers in Redis.
 #
 # The same host.sh runs locally and remotely: with --local it is just run;
 # for user@host it is sent over ssh with each command -- with common.sh, the
@@ -76,19 +92,31 @@ fi
 usage() {
     cat <<'EOF'
 用法 Usage:
-  deploy-async.sh SUBCOMMAND (user@host | --local DIR) [options]
+  deploy-async.sh SUBCOMMAND 目标... [options]
 
 子命令 Subcommands:
   deploy     上传代码为新版本，建虚拟环境，启动服务并做健康检查；失败则自动回滚
-  status     当前版本、进程、健康检查结果（退出码 0=正常，1=运行但不健康，3=未运行）
-  logs       查看日志（--lines N，--follow 持续输出）
+  status     当前版本、角色、进程、健康检查结果（退出码 0=正常，1=运行但不健康，3=未运行；
+             多台时为第一台不正常主机的退出码）
+  logs       查看日志（--lines N，--follow 持续输出，只用于一台）
   restart    重启服务并等待健康检查
   stop       停止服务（只停止本服务自己的 systemd 单元或 pid 文件中的进程）
   rollback   切换到上一版本并重启（再次执行则回到原版本）
 
-目标 Target:
-  user@host            通过 SSH（免密钥，BatchMode）部署到远程服务器
-  --local DIR          部署到本机目录 DIR（不用 SSH）
+目标 Target（可以给多台）:
+  user@host[:/部署目录]  通过 SSH（免密钥，BatchMode）；冒号后的路径只用于这一台，其余用 --path
+  --hosts-file FILE      主机清单：每行 `user@host[:/部署目录] [api|worker|all]`，# 开头为注释
+  --local DIR            部署到本机目录 DIR（不用 SSH；只能一个）
+  多台时：deploy 先检查每一台（SSH、角色所需的配置），再逐台部署，遇到第一台失败就停止；
+  restart、rollback 也在第一台失败处停止；status、logs、stop 对每一台都执行。最后逐台列出结果。
+
+角色 Role:
+  --role ROLE          api | worker | all（默认 all：与以前相同，nginx + gunicorn；service.env 设置了
+                       PREDICT_QUEUE_URL 时还运行执行进程）。api：只有 nginx + gunicorn；worker：只有
+                       执行进程 python -m destination_predictor.worker（需要 PREDICT_QUEUE_URL 与
+                       PREDICT_TASKS_DB_URL），没有 nginx，不占端口。deploy 把角色记入 deploy.conf，之后
+                       沿用；其他子命令用 --role 只处理该角色的部分，没有该角色的主机跳过。
+                       主机清单中写了角色的行按清单部署；同时给了 --role 时只处理角色相同的行。
 
 选项 Options:
   --path DIR           远程部署目录（默认 /opt/prediction-service）
@@ -107,11 +135,13 @@ usage() {
   --env KEY=VALUE      写入 shared/service.env 的服务配置（可重复，如 --env PREDICT_MAX_WORKERS=3）；
                        名称含 PASSWORD/SECRET/TOKEN/DATABASE_URL 的不接受（命令行对所有用户可见）
   --env-file FILE      从本机文件读取 KEY=VALUE 写入 shared/service.env（权限 600）：含密码的设置
-                       （如 PREDICT_DATABASE_URL）只用这种方式；经 SSH 的标准输入传送，不出现在命令行上
+                       （如 PREDICT_DATABASE_URL、PREDICT_TASKS_DB_URL）只用这种方式；经 SSH 的标准输入
+                       传送，不出现在命令行上。多台时每台写入同一份
   --user NAME          服务运行所用的系统用户（默认 prediction；以 root 部署时自动创建）
   --memory-max SIZE    systemd 单元的 MemoryMax（默认 80%，即物理内存的 80%；如 4G、infinity）
   --manager MODE       auto | systemd | pid（默认 auto：systemd 运行且为 root 时用 systemd）
-  --name NAME          systemd 单元名（默认 prediction-service-<端口>；nginx 的单元为 NAME-nginx）
+  --name NAME          systemd 单元名（默认 prediction-service-<端口>；nginx 的单元为 NAME-nginx，
+                       执行进程的单元为 NAME-worker）
   --keep N             保留的版本数（默认 5；current 与 previous 总是保留）
   --health-timeout S   等待健康检查的秒数（默认 120）
   --lines N            logs 显示的行数（默认 100）
@@ -124,56 +154,232 @@ EOF
 # ---------------------------------------------------------------------------
 
 main() {
-    # Read the command line: SUB, TARGET (user@host or none), BASE, HOST_OPTS, SSH_OPTS.
+    # Read the command line: SUB, the targets (T_*), HOST_OPTS, SSH_OPTS.
     parse_args "$@"
     # host.sh owns BASE and its options: it vets them here, before anything is touched.
-    bash "$HOST_SH" check "$BASE" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} ${ENV_FILE:+--env-file "$ENV_FILE"}
+    local i
+    for i in "${!T_BASE[@]}"; do
+        bash "$HOST_SH" check "${T_BASE[i]}" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} \
+            ${T_ROLE[i]:+--role "${T_ROLE[i]}"} ${ENV_FILE:+--env-file "$ENV_FILE"}
+    done
     if [ "$SUB" = deploy ]; then
-        deploy
-        return
+        deploy_all
+    else
+        operate_all
     fi
-    # Over SSH: the server takes our key, or we stop here with a clear message.
-    [ -z "$TARGET" ] || check_ssh
-    # status / logs / restart / stop / rollback happen on the target; its exit code is ours.
-    on_target "$SUB" "$BASE" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"}
 }
 
-# One deploy, top to bottom.
-deploy() {
+# Deploy every target: first check them all (SSH, and whether each can run
+# its role: preflight), so a missing setting or an unreachable host stops the
+# command before any host has changed; then one host at a time, stopping at
+# the first failure.
+deploy_all() {
+    local n=${#T_BASE[@]} i
+    # The code to deploy is a project checkout (and, for --local, not around BASE).
+    check_source
+    if [ "$n" -eq 1 ]; then
+        select_target 0
+        [ -z "$TARGET" ] || check_ssh
+        preflight
+        deploy_one # its exit code is ours
+        return
+    fi
+    for i in "${!T_BASE[@]}"; do
+        select_target "$i"
+        say "检查 $(target_label)"
+        if ! ({ [ -z "$TARGET" ] || check_ssh; } && preflight); then
+            die "$(target_label) 未通过部署前检查（见上）；没有改动任何主机"
+        fi
+    done
+    local -a results=()
+    for i in "${!T_BASE[@]}"; do results[i]='未部署（在前面的失败处停止）'; done
+    for i in "${!T_BASE[@]}"; do
+        select_target "$i"
+        say "[$((i + 1))/$n] 部署 $(target_label)"
+        if (deploy_one); then
+            results[i]='部署成功'
+        else
+            results[i]='部署失败'
+            print_summary "${results[@]}"
+            die "部署在 $(target_label) 失败（见上：它仍运行原来的版本，或部署前就停止了）；之后的 $((n - i - 1)) 台没有部署"
+        fi
+    done
+    print_summary "${results[@]}"
+}
+
+# One deploy on the selected target, top to bottom. Every step's failure
+# ends it with that step's exit code (also where errexit does not apply: in
+# deploy_all's subshell).
+deploy_one() {
     local incoming
     incoming=.incoming-$(date -u +%Y%m%dT%H%M%SZ)-$$
-    # 1. The code to deploy is a project checkout (and, for --local, not around BASE).
-    check_source
-    # 2. Over SSH: the server takes our key (BatchMode), or we stop before uploading.
-    [ -z "$TARGET" ] || check_ssh
-    # 3. Copy the code to BASE/releases/.incoming-* (deploy/transfer.sh: rsync, or tar).
-    transfer "$incoming"
-    # 4. On the target (deploy/host.sh activate): release dir, venv, token, switch `current`,
+    # 1. Copy the code to BASE/releases/.incoming-* (deploy/transfer.sh: rsync, or tar).
+    transfer "$incoming" || return
+    # 2. On the target (deploy/host.sh activate): release dir, venv, token, switch `current`,
     #    start, health check. A failed check brings the old release back and ends the
     #    deploy here with a non-zero exit code.
-    on_target activate "$BASE" "$incoming" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"}
-    # 5. Over SSH: where the service answers and how to verify it.
+    on_target activate "$BASE" "$incoming" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} \
+        ${TARGET_ROLE:+--role "$TARGET_ROLE"} || return
+    # 3. Over SSH: where the service answers and how to verify it.
     [ -z "$TARGET" ] || print_remote_summary
 }
 
+# Whether the selected target can run its role with the settings it will
+# have (deploy/host.sh preflight: a worker needs Redis and PostgreSQL, say).
+# Nothing is changed there.
+preflight() {
+    on_target preflight "$BASE" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} ${TARGET_ROLE:+--role "$TARGET_ROLE"}
+}
+
+# status / logs / restart / stop / rollback happen on each target; with one
+# target its exit code is ours. With several, restart and rollback stop at
+# the first failure, the others go on to every host; the exit code is the
+# first non-zero one (status: 1 unhealthy, 3 not running).
+operate_all() {
+    local n=${#T_BASE[@]} i rc first=0
+    if [ "$n" -eq 1 ]; then
+        select_target 0
+        [ -z "$TARGET" ] || check_ssh
+        on_target "$SUB" "$BASE" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} ${TARGET_ROLE:+--role "$TARGET_ROLE"}
+        return
+    fi
+    local -a results=()
+    for i in "${!T_BASE[@]}"; do results[i]='未执行（在前面的失败处停止）'; done
+    for i in "${!T_BASE[@]}"; do
+        select_target "$i"
+        echo "===== [$((i + 1))/$n] $(target_label) ====="
+        rc=0
+        ({ [ -z "$TARGET" ] || check_ssh; } &&
+            on_target "$SUB" "$BASE" ${HOST_OPTS[@]+"${HOST_OPTS[@]}"} \
+                ${TARGET_ROLE:+--role "$TARGET_ROLE"}) || rc=$?
+        results[i]=$(outcome "$rc")
+        if [ "$rc" != 0 ] && [ "$first" = 0 ]; then first=$rc; fi
+        echo
+        if [ "$rc" != 0 ] && { [ "$SUB" = restart ] || [ "$SUB" = rollback ]; }; then
+            print_summary "${results[@]}"
+            die "$SUB 在 $(target_label) 失败（见上）；之后的 $((n - i - 1)) 台没有执行"
+        fi
+    done
+    print_summary "${results[@]}"
+    return "$first"
+}
+
+# What an exit code of SUB on one host means, for the summary.
+outcome() {
+    case $SUB:$1 in
+        status:0) echo 正常 ;;
+        status:1) echo 运行但不健康 ;;
+        status:3) echo 未运行 ;;
+        *:0) echo 完成 ;;
+        *) echo "失败（退出码 $1）" ;;
+    esac
+}
+
+# print_summary RESULT...: one line per target, in the order given.
+print_summary() {
+    local i=0 r
+    say "汇总（${#T_BASE[@]} 台）："
+    for r in "$@"; do
+        printf '    %-44s %-7s %s\n' "$(label_of "$i")" "${T_ROLE[i]:--}" "$r"
+        i=$((i + 1))
+    done
+}
+
 # ---------------------------------------------------------------------------
-# Arguments
+# Arguments and targets
 # ---------------------------------------------------------------------------
 
 SUB=
-TARGET=
 LOCAL_DIR=
 OPT_PATH=
-OPT_PORT=
+ROLE_OPT=   # --role
+HOSTS_FILE= # --hosts-file
 SSH_PORT=22
 IDENTITY=
 KNOWN_HOSTS=
 SOURCE_DIR=$SCRIPT_DIR
 TRANSFER=auto
-ENV_FILE=    # --env-file, absolute: read here, sent with host.sh to the target
-BASE=        # the deploy path: absolute here for --local, as given (or the default) for a server
+ENV_FILE=    # --env-file, absolute: read here, sent with host.sh to each target
 HOST_OPTS=() # options for deploy/host.sh, forwarded as given (it validates them)
 SSH_OPTS=()
+FOLLOW=0
+# The targets, one index each: the ssh destination ('' for --local), the
+# deploy path (absolute here for --local; for a server as given, or --path,
+# or the default) and the role ('' = what the host recorded, else all).
+T_DEST=()
+T_BASE=()
+T_ROLE=()
+# The selected one (select_target).
+TARGET=
+BASE=
+TARGET_ROLE=
+
+select_target() {
+    TARGET=${T_DEST[$1]}
+    BASE=${T_BASE[$1]}
+    TARGET_ROLE=${T_ROLE[$1]}
+}
+
+label_of() {
+    if [ -z "${T_DEST[$1]}" ]; then echo "本机 ${T_BASE[$1]}"; else echo "${T_DEST[$1]}:${T_BASE[$1]}"; fi
+}
+
+target_label() {
+    if [ -z "$TARGET" ]; then echo "本机 $BASE"; else echo "$TARGET:$BASE"; fi
+}
+
+valid_role() {
+    case $1 in api | worker | all) return 0 ;; esac
+    return 1
+}
+
+# add_target SPEC ROLE WHERE: user@host or user@host:/path, with the role
+# its hosts-file line names ('' for none); WHERE prefixes messages about it.
+add_target() {
+    local spec=$1 role=$2 where=$3 dest path i
+    case $spec in
+        *:/*)
+            dest=${spec%%:/*}
+            path=/${spec#*:/}
+            ;;
+        *)
+            dest=$spec
+            path=''
+            ;;
+    esac
+    if [ -z "$dest" ] || [[ $dest == -* ]]; then
+        die "${where}无效的目标: $spec（应为 user@host 或 user@host:/部署目录）"
+    fi
+    if [ -n "$role" ] && ! valid_role "$role"; then die "${where}角色只能是 api、worker 或 all: $role"; fi
+    # Both given: a hosts-file line of another role is not this command's.
+    if [ -n "$role" ] && [ -n "$ROLE_OPT" ] && [ "$ROLE_OPT" != all ] && [ "$role" != "$ROLE_OPT" ]; then
+        return 0
+    fi
+    path=${path:-${OPT_PATH:-$DEFAULT_REMOTE_PATH}}
+    for i in "${!T_DEST[@]}"; do
+        if [ "${T_DEST[i]}" = "$dest" ] && [ "${T_BASE[i]}" = "$path" ]; then
+            die "${where}目标重复: $dest:$path"
+        fi
+    done
+    T_DEST+=("$dest")
+    T_BASE+=("$path")
+    T_ROLE+=("${role:-$ROLE_OPT}")
+}
+
+# The hosts file: `user@host[:/path] [role]` per line; # starts a comment.
+read_hosts_file() {
+    local file=$1 line spec role extra n=0
+    if [ ! -f "$file" ] || [ ! -r "$file" ]; then die "--hosts-file 不可读: $file"; fi
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        line=${line%%#*}
+        spec='' role='' extra=''
+        read -r spec role extra <<<"$line" || true
+        [ -n "$spec" ] || continue
+        [ -z "$extra" ] || die "--hosts-file $file 第 $n 行多余的内容: $extra（每行: user@host[:/部署目录] [api|worker|all]）"
+        add_target "$spec" "$role" "--hosts-file $file 第 $n 行: "
+    done <"$file"
+}
 
 parse_args() {
     SUB=${1:-}
@@ -190,10 +396,12 @@ parse_args() {
             ;;
         *) die "未知子命令: $SUB（可用：deploy status logs restart stop rollback）" ;;
     esac
+    local -a specs=()
     while [ $# -gt 0 ]; do
         case $1 in
             --follow | -f)
                 HOST_OPTS+=(--follow)
+                FOLLOW=1
                 shift
                 continue
                 ;;
@@ -208,6 +416,11 @@ parse_args() {
         case $1 in
             --local) LOCAL_DIR=$2 ;;
             --path) OPT_PATH=$2 ;;
+            --role)
+                valid_role "$2" || die "--role 只能是 api、worker 或 all: $2"
+                ROLE_OPT=$2
+                ;;
+            --hosts-file) HOSTS_FILE=$2 ;;
             --ssh-port) SSH_PORT=$2 ;;
             --identity) IDENTITY=$2 ;;
             --known-hosts) KNOWN_HOSTS=$2 ;;
@@ -221,18 +434,13 @@ parse_args() {
                 fi
                 HOST_OPTS+=("$1" "$2")
                 ;;
-            --port)
-                OPT_PORT=$2
-                HOST_OPTS+=("$1" "$2")
-                ;;
-            --host | --backend-port | --python | --venv-from | --manager | --name | --user | \
+            --port | --host | --backend-port | --python | --venv-from | --manager | --name | --user | \
                 --memory-max | --keep | --health-timeout | --lines)
                 HOST_OPTS+=("$1" "$2")
                 ;;
             -*) die "未知选项: $1" ;;
             *)
-                [ -z "$TARGET" ] || die "多余的参数: $1"
-                TARGET=$1
+                specs+=("$1")
                 shift
                 continue
                 ;;
@@ -241,13 +449,23 @@ parse_args() {
     done
 
     if [ -n "$LOCAL_DIR" ]; then
-        [ -z "$TARGET" ] || die "不能同时指定 $TARGET 和 --local"
+        [ ${#specs[@]} -eq 0 ] || die "不能同时指定 ${specs[0]} 和 --local"
+        [ -z "$HOSTS_FILE" ] || die "不能同时指定 --hosts-file 和 --local"
         [ -z "$OPT_PATH" ] || die "--local 已给出部署目录，不能再用 --path"
-        BASE=$(absolute "$LOCAL_DIR")
-    elif [ -z "$TARGET" ]; then
-        die "需要目标：user@host 或 --local DIR（见 ./deploy-async.sh help）"
+        T_DEST=('')
+        T_BASE=("$(absolute "$LOCAL_DIR")")
+        T_ROLE=("$ROLE_OPT")
     else
-        BASE=${OPT_PATH:-$DEFAULT_REMOTE_PATH}
+        local spec
+        for spec in ${specs[@]+"${specs[@]}"}; do add_target "$spec" '' ''; done
+        if [ -n "$HOSTS_FILE" ]; then read_hosts_file "$HOSTS_FILE"; fi
+        if [ ${#T_DEST[@]} -eq 0 ]; then
+            [ -z "$HOSTS_FILE" ] || die "--hosts-file $HOSTS_FILE 中没有角色为 $ROLE_OPT 的主机"
+            die "需要目标：user@host（可以多个）、--hosts-file 文件 或 --local DIR（见 ./deploy-async.sh help）"
+        fi
+    fi
+    if [ "$FOLLOW" = 1 ] && [ ${#T_DEST[@]} -gt 1 ]; then
+        die "--follow 只能用于一台主机（现在有 ${#T_DEST[@]} 台）"
     fi
     valid_port "$SSH_PORT" || die "--ssh-port 应为 1-65535 的整数: $SSH_PORT"
     case $TRANSFER in auto | rsync | tar) ;; *) die "--transfer 只能是 auto、rsync 或 tar" ;; esac
@@ -260,7 +478,7 @@ parse_args() {
         [ "$SUB" = deploy ] || die "--env-file 只用于 deploy"
         if [ ! -f "$ENV_FILE" ] || [ ! -r "$ENV_FILE" ]; then die "--env-file 不可读: $ENV_FILE"; fi
     fi
-    if [ -n "$TARGET" ]; then
+    if [ -n "${T_DEST[0]}" ]; then
         SSH_OPTS=(-o BatchMode=yes -o ConnectTimeout=15 -o ServerAliveInterval=15
             -o ServerAliveCountMax=4 -o StrictHostKeyChecking=accept-new -p "$SSH_PORT")
         if [ -n "$IDENTITY" ]; then
@@ -280,12 +498,12 @@ check_source() {
     SOURCE_DIR=$(cd "$SOURCE_DIR" && pwd -P)
     local f
     for f in async_api_server.py gunicorn.conf.py requirements.txt deploy/run-service.sh \
-        deploy/prediction-service.service.in; do
+        deploy/prediction-service.service.in deploy/prediction-worker.service.in; do
         [ -f "$SOURCE_DIR/$f" ] || die "代码目录 $SOURCE_DIR 中缺少 $f"
     done
-    if [ -z "$TARGET" ]; then
-        case "$BASE/" in
-            "$SOURCE_DIR/"*) die "部署目录 $BASE 不能位于代码目录 $SOURCE_DIR 之内" ;;
+    if [ -z "${T_DEST[0]}" ]; then # --local
+        case "${T_BASE[0]}/" in
+            "$SOURCE_DIR/"*) die "部署目录 ${T_BASE[0]} 不能位于代码目录 $SOURCE_DIR 之内" ;;
         esac
     fi
     return 0
@@ -316,7 +534,7 @@ transfer() {
 # -- or uses -- a copy of its own, and no secret is ever an argument.
 on_target() {
     local env_file=''
-    if [ "$1" = activate ]; then env_file=$ENV_FILE; fi
+    if [ "$1" = activate ] || [ "$1" = preflight ]; then env_file=$ENV_FILE; fi
     if [ -z "$TARGET" ]; then
         bash "$HOST_SH" "$@" ${env_file:+--env-file "$env_file"}
         return
@@ -353,9 +571,11 @@ host_bundle() {
     rm -rf "$stage"
 }
 
+# Where an API host answers (a worker machine has no port: nothing to say).
 print_remote_summary() {
     local port url
-    port=${OPT_PORT:-$(on_target port "$BASE")}
+    port=$(on_target port "$BASE") || return 0
+    [ -n "$port" ] || return 0
     url=http://${TARGET#*@}:$port
     say "服务地址: $url（令牌在服务器的 $BASE/shared/api_token）"
     say "验证: python3 test-async-api.py --base-url $url --token <令牌>"
