@@ -514,7 +514,7 @@ NGINX_PID=
 #
 #   shared/  the service's data, root:USER 1770 -- the service writes its data
 #            there, the sticky bit keeps it from renaming or replacing what
-#            is root's (venvs/, deploy.conf, service.pid): this script runs
+#            is root's (venvs/, deploy.conf, service.pid, worker.pid): this script runs
 #            those as root, so they must stay out of the service's reach.
 #   nginx/   root's: nginx's config, pid, error log and temp files.
 set_paths() {
@@ -904,6 +904,7 @@ ensure_shared() {
     chown -h "root:$group" "$SHARED"
     chmod 1770 "$SHARED"
     find "$SHARED" -mindepth 1 -maxdepth 1 ! -name venvs ! -name 'deploy.conf*' ! -name 'service.pid*' \
+        ! -name 'worker.pid*' \
         -exec chown -R -h "$user:$group" {} +
     chown -h root:root "$SHARED/venvs"
 }

@@ -81,6 +81,10 @@ def test_the_worker_unit_runs_the_worker_command_hardened_like_the_api(tmp_path:
     api = got[f"{NAME}.service"].splitlines()
     assert f"ExecStart={base}/current/deploy/run-service.sh {base} worker" in worker
     assert f"ReadWritePaths={base}/shared {data}" in worker  # the shared data dir too
+    # A file:// storage's directory (the example's) is writable as well.
+    with_storage = units(base, "--role", "worker", "--env-file", str(ENV_EXAMPLE))
+    assert f"ReadWritePaths={base}/shared /srv/prediction-files" in \
+        with_storage[f"{NAME}-worker.service"].splitlines()
     hardening = [ln for ln in api if re.match(
         r"(NoNewPrivileges|Protect\w+|PrivateTmp|CapabilityBoundingSet|Restrict\w+|"
         r"LockPersonality|UMask|ReadWritePaths|MemoryMax|User)=", ln)]
@@ -111,7 +115,7 @@ def test_the_settings_file_names_known_settings_only() -> None:
              if ln and not ln.startswith("#")]
     gunicorn_only = {"PREDICT_HTTP_WORKERS"}  # read by gunicorn.conf.py
     assert set(names) - gunicorn_only <= set(SETTING_NAMES), set(names) - set(SETTING_NAMES)
-    assert {"PREDICT_QUEUE_URL", "PREDICT_TASKS_DB_URL", "PREDICT_DATA_DIR"} <= set(names)
+    assert {"PREDICT_QUEUE_URL", "PREDICT_TASKS_DB_URL", "PREDICT_STORAGE_URL"} <= set(names)
     # Accepted by the deploy as it is (host.sh vets an --env-file before anything).
     checked = host_sh("check", "/opt/prediction-service", "--env-file", str(ENV_EXAMPLE))
     assert checked.returncode == 0, checked.stderr
