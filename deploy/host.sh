@@ -315,7 +315,7 @@ cmd_logs() {
         files+=("$applog" "$proxylog")
         [ "${svc[0]}" = systemd ] || files+=("$OUTLOG")
     fi
-    if wants_worker "${svc[@]}" || [ -f "$WORKER_OUTLOG" ] || [ -f "$workerlog" ]; then
+    if [ "${svc[6]}" != api ] && { wants_worker "${svc[@]}" || [ -f "$WORKER_OUTLOG" ]; }; then
         units+=("${svc[1]}-worker")
         files+=("$workerlog")
         [ "${svc[0]}" = systemd ] || files+=("$WORKER_OUTLOG")
