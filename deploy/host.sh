@@ -243,7 +243,13 @@ cmd_status() {
     cur=$(link_name current)
     prev=$(link_name previous)
     echo "部署目录:   $BASE"
-    echo "角色:       $(role_label "${svc[@]}")"
+    local recorded
+    recorded=$(conf_get ROLE)
+    if [ "${recorded:-all}" = "${svc[6]}" ]; then
+        echo "角色:       $(role_label "${svc[@]}")"
+    else
+        echo "角色:       ${recorded:-all}，只显示 --role ${svc[6]} 的部分：$(role_label "${svc[@]}")"
+    fi
     echo "当前版本:   releases/$cur"
     if [ -n "$prev" ]; then echo "上一版本:   releases/$prev"; else echo "上一版本:   （无）"; fi
     if [ "${svc[0]}" = systemd ]; then
