@@ -26,7 +26,7 @@ from flask.testing import FlaskClient
 from support.cluster import RedisServer, need_redis, start_worker_for
 from support.paths import MODELS_DIR, PLANS_DIR
 from support.pg import PgServer, next_database_name, start_postgres
-from support.s3 import S3Server
+from support.s3 import ON_S3, S3Server
 from support.service import FakeRunner, grade_workbook
 
 MakeApp = Callable[..., Flask]
@@ -55,6 +55,10 @@ def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]
         redis_server: RedisServer = request.getfixturevalue("redis_server")
         redis_server.client().flushdb()
         config["PREDICT_QUEUE_URL"] = redis_server.url
+    # ``PREDICT_TEST_STORAGE=s3`` (support/s3.ON_S3): uploads and results in an
+    # object store (a moto server process), a fresh bucket per test; with
+    # ``PREDICT_TEST_QUEUE=redis`` the worker then has a data dir of its own, so
+    # every file it reads or writes goes through the store.
     if ON_S3:
         s3: S3Server = request.getfixturevalue("s3_server")
         config["PREDICT_STORAGE_URL"] = f"s3://{s3.new_bucket()}/files"
@@ -68,11 +72,6 @@ def app_config(tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]
 # ``PREDICT_TEST_QUEUE=redis pytest tests/test_http_api.py``. A test that
 # scripts its own runner says nothing about the distributed mode: skipped.
 DISTRIBUTED = os.environ.get("PREDICT_TEST_QUEUE") == "redis"
-# ``PREDICT_TEST_STORAGE=s3``: uploads and results in an object store (a moto
-# server process, support/s3.py), a fresh bucket per test; with
-# ``PREDICT_TEST_QUEUE=redis`` the worker then has a data dir of its own, so
-# every file it reads or writes goes through the store.
-ON_S3 = os.environ.get("PREDICT_TEST_STORAGE") == "s3"
 
 
 @pytest.fixture(scope="session")

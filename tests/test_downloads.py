@@ -22,6 +22,7 @@ from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
+from support.s3 import dir_storage_only
 from support.service import data_dir, finished, grade_workbook, listing, start, wait_for
 from werkzeug.http import parse_options_header
 
@@ -51,7 +52,7 @@ def test_downloads_are_named_without_the_task_id(client: FlaskClient, app: Flask
     stored = task["result_files"]
     # Stored names and the URLs keep the task id (one results/ dir for every task).
     assert stored and all(f.startswith(f"{tid}_Cohort") for f in stored)
-    assert sorted(stored) == listing(data_dir(app) / "results")
+    assert sorted(stored) == sorted(app.extensions["predict"].storage.names("results", ""))
 
     saved = tmp_path / "saved"
     saved.mkdir()
@@ -97,6 +98,7 @@ def _distinct_bytes(paths: list[Path]) -> int:
     return sum(seen.values())
 
 
+@dir_storage_only
 def test_monitor_counts_each_upload_once(make_app: Any, app_config: dict[str, Any],
                                          tmp_path: Path) -> None:
     data = Path(app_config["PREDICT_DATA_DIR"])

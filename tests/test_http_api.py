@@ -114,8 +114,8 @@ def test_full_run_contract(app: Flask, client: FlaskClient, grades: Path) -> Non
     files = data["result_files"]
     assert files and all(f.startswith(f"{task_id}_Cohort{YEAR}_Predictions_") for f in files)
     assert files[-1] == f"{task_id}_Cohort{YEAR}_Predictions_All.xlsx"
-    results = data_dir(app) / "results"
-    assert sorted(files) == sorted(p.name for p in results.iterdir() if p.is_file())
+    # Stored are exactly these (in the data dir, or in the object store).
+    assert sorted(files) == sorted(app.extensions["predict"].storage.names("results", ""))
 
     for name in files:
         d = client.get(f"/api/task/result/{task_id}/{name}")
@@ -134,8 +134,9 @@ def test_full_run_contract(app: Flask, client: FlaskClient, grades: Path) -> Non
 
     uploads = listing(data_dir(app) / "uploads")
     assert len(uploads) == 1 and uploads[0].endswith("_" + grades.name)
-    # The service's logs: in the distributed mode a worker logs the run (worker_<host>.log).
-    log = "".join(p.read_text("utf-8") for p in sorted(data_dir(app).glob("*.log")))
+    # The service's logs: in the distributed mode a worker logs the run (worker_<host>.log,
+    # in a data dir of its own when the files are in an object store).
+    log = "".join(p.read_text("utf-8") for p in sorted(data_dir(app).parent.glob("*/*.log")))
     for event in ("task.created", "task.started", "task.progress", "task.completed"):
         assert f"event={event} task_id={task_id}" in log
 

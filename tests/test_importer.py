@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from support.live_server import LiveServer, free_port
 from support.paths import DEMO_MODELS_DIR, DEMO_PLANS_DIR, REPO
 from support.pg import PASSWORD, PgServer, next_database_name
+from support.s3 import dir_storage_only
 
 from destination_predictor.importer import (
     GRADES_TABLE,
@@ -581,6 +582,7 @@ def _error(resp: Any, status: int, code: str) -> None:
     assert body["success"] is False and body["code"] == code and CJK.search(body["error"]), body
 
 
+@dir_storage_only
 def test_route_imports_a_completed_task(cohort: Cohort, db_url: str, app_config: dict[str, Any],
                                         request: pytest.FixtureRequest) -> None:
     app_config["PREDICT_DATABASE_URL"] = db_url
@@ -614,6 +616,7 @@ def test_route_imports_a_completed_task(cohort: Cohort, db_url: str, app_config:
     assert snapshot(db_url) == before
 
 
+@dir_storage_only
 def test_route_refusals(cohort: Cohort, tmp_path: Path, app_config: dict[str, Any],
                         request: pytest.FixtureRequest) -> None:
     from destination_predictor.service.manager import EXTENSION_KEY

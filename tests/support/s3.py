@@ -19,11 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support.live_server import free_port, not_installed, port_open
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "predict-test", "AWS_SECRET_ACCESS_KEY": "predict-test-secret",
            "AWS_DEFAULT_REGION": "us-east-1"}
 _buckets = itertools.count(1)
+# ``PREDICT_TEST_STORAGE=s3``: the apps the suite builds keep uploads and
+# results in an object store (see conftest.app_config).
+ON_S3 = os.environ.get("PREDICT_TEST_STORAGE") == "s3"
+dir_storage_only = pytest.mark.skipif(
+    ON_S3, reason="writes or removes files in the data dir's uploads/ or results/ directly "
+                  "(with an object store they are only a cache)")
 
 
 def moto_command() -> list[str]:
