@@ -247,14 +247,7 @@ class S3Storage:
         except FileNotFoundError:
             have = -1
         if have != int(head["ContentLength"]):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name[:40]}.", suffix=".part", dir=path.parent)
-            os.close(fd)
-            try:
-                self._download(key, tmp)
-                os.replace(tmp, path)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            self.get_path(f"{area}/{name}", path)
         else:
             os.utime(path)  # in use: kept by prune_cache for a while
         return StoredFile(path, etag)
