@@ -13,6 +13,11 @@ commands each phase needs; all are stopped by pid at the end.
    commands of three workers): p50/p99 of ``GET /api/task/status`` from
    four client threads spread over both instances.
 3. Throughput: ten 1,000-student tasks, one worker process vs two.
+4. The object store: the per-task tasks of 1. again, distributed with
+   ``PREDICT_STORAGE_URL=s3://...`` and the worker on a data dir of its own
+   (every upload and result goes through the store), against a moto server
+   process the script starts (``--s3-endpoint`` for a real store; its bucket
+   must exist and AWS credentials come from the environment).
 
     .venv/bin/python scripts/bench_distributed.py --tasks-db-url postgresql://u:p@127.0.0.1/postgres
 """
@@ -137,10 +142,18 @@ class Phase:
             bases.append(base)
         return bases
 
+    def on_s3(self) -> Phase:
+        self.env.update({"PREDICT_STORAGE_URL": f"s3://{self.bench.bucket}/{self.name}",
+                         "PREDICT_S3_ENDPOINT_URL": self.bench.s3_endpoint})
+        return self
+
     def workers(self, commands: int, per_command: int, base: str) -> None:
+        env = dict(self.env)
+        if "PREDICT_STORAGE_URL" in env:  # another machine: only the store in common
+            env["PREDICT_DATA_DIR"] = str(self.data.with_name(self.name + "-worker"))
         for i in range(commands):
             self.bench.procs.start([sys.executable, "-m", "destination_predictor.worker",
-                                    "--workers", str(per_command)], self.env,
+                                    "--workers", str(per_command)], env,
                                    f"{self.name}-worker{i}")
         wait_workers(base, commands * per_command)
 
@@ -151,6 +164,30 @@ class Bench:
         self.admin_url = tasks_db_url
         self.procs = Procs(work)
         self.redis_url = ""
+        self.s3_endpoint = ""
+        self.bucket = "predict-bench"
+
+    def start_moto(self) -> None:
+        """moto's server mode: a local process speaking the S3 protocol."""
+        import boto3
+
+        port = free_port()
+        creds = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                 "AWS_DEFAULT_REGION": "us-east-1"}
+        os.environ.update(creds)
+        self.procs.start([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                          str(port)], dict(os.environ), "moto")
+        self.s3_endpoint = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 30
+        while True:
+            try:
+                boto3.session.Session().client("s3", endpoint_url=self.s3_endpoint
+                                               ).create_bucket(Bucket=self.bucket)
+                return
+            except Exception:  # noqa: BLE001 - not listening yet; give up after 30 s
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
 
     def start_redis(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -237,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", type=int, default=1000)
     ap.add_argument("--sequential", type=int, default=5, help="tasks for the overhead")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--s3-endpoint", help="a real S3-compatible store instead of moto")
+    ap.add_argument("--s3-bucket", default="predict-bench", help="its bucket (must exist)")
     args = ap.parse_args(argv)
     from destination_predictor.demo.grades import make_grade_workbook
 
@@ -263,6 +302,24 @@ def main(argv: list[str] | None = None) -> int:
                                (statistics.median(distributed) - statistics.median(embedded))
                                * 1000, 1)}
         print(json.dumps(out["overhead"]), flush=True)
+        # 4. the same on the object store, the worker on a data dir of its own
+        bench.procs.stop_all()
+        bench.start_redis()
+        if args.s3_endpoint:
+            bench.s3_endpoint = args.s3_endpoint
+            bench.bucket = args.s3_bucket
+        else:
+            bench.start_moto()
+        phase = Phase(bench, "dists3").distributed().on_s3()
+        [base] = phase.api()
+        phase.workers(1, 1, base)
+        on_s3 = sequential(base, books[:args.sequential])
+        out["object_store"] = {
+            "endpoint": "moto" if not args.s3_endpoint else args.s3_endpoint,
+            "distributed_s3_s": [round(x, 3) for x in on_s3],
+            "median_overhead_over_distributed_ms": round(
+                (statistics.median(on_s3) - statistics.median(distributed)) * 1000, 1)}
+        print(json.dumps(out["object_store"]), flush=True)
         # 3a. throughput with one worker process (same phase: fresh books 5..9 + 0..4 again
         # would hit the cache, so a new phase)
         bench.procs.stop_all()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -90,6 +91,9 @@ def build_context(settings: Settings) -> WorkerContext:
                            endpoint_url=settings.s3_endpoint_url)
     settings, plans = effective(settings, storage)
     log = build_logger(settings.data_dir / f"worker_{socket.gethostname()}.log")
+    problem = storage.problem()  # also builds the client's session once, before the forks
+    if problem is not None:
+        log_event(log, "worker.storage_unavailable", None, logging.WARNING, detail=problem)
     engine = engine_args(settings).build()
     log_event(log, "worker.model_loaded", None, model_version=engine.model_version, pid=os.getpid())
     store = SharedTaskStore(str(settings.tasks_db_url))
