@@ -229,6 +229,8 @@ def test_no_root_no_schedules_and_the_token_is_required(
         app_config: dict[str, Any], make_app: Any) -> None:
     app = make_app()
     assert_error(create(app), 503, "SCHEDULES_NOT_CONFIGURED")
+    # One service per task records (the data dir's lock, or PostgreSQL's advisory lock).
+    app.extensions["predict"].shutdown()
     app_config["PREDICT_API_TOKEN"] = "sched-token"
     app = make_app(config=dict(app_config, PREDICT_DATA_DIR=Path(app_config["PREDICT_DATA_DIR"]) / "t"))
     assert_error(create(app), 401, "UNAUTHORIZED")
