@@ -189,6 +189,14 @@ def test_tasks_keep_their_files_in_the_object_store(
                   if twin["task_id"] in k) == sorted(
         f"files/results/{n}" for n in again["result_files"])
 
+    # The monitoring panel counts what the bucket holds (two uploads, both sets).
+    disk = client.get("/api/monitor").json["data"]["disk"]
+    assert disk["uploads_files"] == 2
+    assert disk["results_files"] == len(done["result_files"]) + len(again["result_files"])
+    assert disk["results_bytes"] == sum(
+        o["Size"] for o in s3_server.client().list_objects_v2(
+            Bucket=s3_app.bucket, Prefix="files/results/")["Contents"])
+
     # Retention: the objects go, the download answers 410.
     manager = s3_app.extensions["predict"]
     assert manager.cleaner.sweep(now=time.time() + manager.settings.retention_s + 60
