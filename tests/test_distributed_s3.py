@@ -111,9 +111,13 @@ def test_every_machine_reaches_every_file_through_the_store(s3_cluster: S3Cluste
     done = wait_status(b.base, task_id, lambda d: d["status"] in ("completed", "failed"))
     assert done["status"] == "completed", done
 
-    # The worker read the upload from the store and put the results there;
-    # instance A never held a result, B has none until asked.
-    assert len(_local(s3_cluster.dirs["worker"], "uploads")) == 1
+    # The worker read the upload from the store and put the results there, then
+    # dropped its copies (no cleaner runs on a worker machine); instance A never
+    # held a result, B has none until asked.
+    assert _local(s3_cluster.dirs["worker"], "uploads") == []
+    assert _local(s3_cluster.dirs["worker"], "results") == []
+    assert f"event=task.completed task_id={task_id}" in "".join(
+        p.read_text() for p in s3_cluster.dirs["worker"].glob("worker_*.log"))
     assert _local(s3_cluster.dirs["a"], "results") == []
     assert _local(s3_cluster.dirs["b"], "results") == []
     keys = s3_cluster.s3.keys(s3_cluster.bucket, "prod/results/")
@@ -127,7 +131,9 @@ def test_every_machine_reaches_every_file_through_the_store(s3_cluster: S3Cluste
                         headers={"Range": "bytes=100-", "If-Range": whole.headers["ETag"]})
     assert part.status_code == 206 and part.content == whole.content[100:]
     assert part.headers["ETag"] == whole.headers["ETag"]
-    assert (s3_cluster.dirs["worker"] / "results" / name).read_bytes() == whole.content
+    stored = s3_cluster.s3.client().get_object(Bucket=s3_cluster.bucket,
+                                               Key=f"prod/results/{name}")["Body"].read()
+    assert stored == whole.content
 
 
 def test_the_store_down_refuses_uploads_and_work_resumes_when_back(

@@ -141,6 +141,10 @@ class DirStorage:
         """No cache: the files are the storage."""
         return 0
 
+    def drop_cached(self, area: str, names: Iterable[str] = (), prefix: str | None = None) -> int:
+        """No cache: the files are the storage."""
+        return 0
+
     def usage(self, area: str) -> tuple[int, int]:
         return dir_size(self.local_dir(area))
 
@@ -343,6 +347,20 @@ class S3Storage:
             removed += remove_old_entries(self.local_dir(area), keep, cutoff,
                                           skip={CONTENT_DIR})
         return removed + remove_unlinked_content(self.local_dir(UPLOADS) / CONTENT_DIR, cutoff)
+
+    def drop_cached(self, area: str, names: Iterable[str] = (), prefix: str | None = None) -> int:
+        """This machine's copies of ``names`` and of the names starting with
+        ``prefix`` (the objects stay): what a worker machine fetched or wrote for
+        a job that has ended, which nothing here reads again."""
+        targets = {self.local_path(area, n) for n in names}
+        if prefix is not None:
+            targets.update(self.local_dir(area).glob(f"{prefix}*"))
+        dropped = 0
+        for path in targets:
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                dropped += 1
+        return dropped
 
     def usage(self, area: str) -> tuple[int, int]:
         sizes = [o["size"] for o in self._objects(area)]

@@ -29,7 +29,7 @@ from ..service.plan_store import PlanStore
 from ..service.runner import limit_memory, lower_priority
 from ..service.settings import Settings
 from ..service.shared_store import SharedTaskStore
-from ..service.storage import RESULTS, Storage, StorageUnavailable
+from ..service.storage import RESULTS, UPLOADS, Storage, StorageUnavailable
 from ..service.task import PENDING, RUNNING, InvalidTransition, fail
 
 
@@ -98,6 +98,10 @@ def run_task(task_id: str) -> str:
         except redis.RedisError:
             pass  # expires on its own
         conn.close()
+    # An object store's copies on this machine: published or re-fetchable, and no
+    # cleaner runs on a worker machine to prune them later.
+    ctx.storage.drop_cached(UPLOADS, [task.upload_name])
+    ctx.storage.drop_cached(RESULTS, prefix=f"{task_id}_")
     if not recorded:
         raise RuntimeError(f"the end of task {task_id} could not be recorded")
     done = ctx.store.get(task_id)
