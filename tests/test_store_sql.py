@@ -335,7 +335,7 @@ def test_rq_failure_callback_fails_only_the_latest_start_of_a_running_task(
                              environ={})
     settings.ensure_dirs()
     executor = SimpleNamespace(clock=lambda: 5.0)
-    storage = open_storage(None, settings.data_dir)
+    storage = open_storage(settings)
     jobs._context.append(jobs.WorkerContext(settings, store, storage,
                                             executor,  # type: ignore[arg-type]
                                             logging.getLogger("test")))

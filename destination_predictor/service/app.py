@@ -76,8 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runner: Runner | None
     log_event(logger, "service.starting", port=settings.port, data_dir=settings.data_dir,
               execution=settings.execution, workers=settings.max_workers)
     store = open_task_store(settings)
-    storage = open_storage(settings.storage_url, settings.data_dir,
-                           endpoint_url=settings.s3_endpoint_url)
+    storage = open_storage(settings)
     # Plans live beside uploads and results (bundled ones are the fallback); from
     # here on settings.plans_dir is the effective dir the plan store maintains.
     plan_store = open_plan_store(settings, storage, store)

@@ -35,7 +35,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import ServiceError
-from .settings import parse_storage_url
+from .settings import Settings, parse_storage_url
 from .uploads import CONTENT_DIR
 
 UPLOADS = "uploads"
@@ -414,13 +414,14 @@ class S3Storage:
 Storage = DirStorage | S3Storage
 
 
-def open_storage(url: str | None, data_dir: Path, *, endpoint_url: str | None = None
-                 ) -> Storage:
-    """The storage ``PREDICT_STORAGE_URL`` names (already validated by the settings)."""
-    kind, location, prefix = parse_storage_url(url)
+def open_storage(settings: Settings) -> Storage:
+    """The storage ``PREDICT_STORAGE_URL`` names (already validated by the settings):
+    an object store caches in the data dir, a directory is the files root."""
+    kind, location, prefix = parse_storage_url(settings.storage_url)
     if kind == "s3":
-        return S3Storage(location, prefix, data_dir, endpoint_url=endpoint_url)
-    return DirStorage(Path(location) if location else data_dir)
+        return S3Storage(location, prefix, settings.data_dir,
+                         endpoint_url=settings.s3_endpoint_url)
+    return DirStorage(settings.files_root)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -60,13 +60,16 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def check_settings(settings: Settings) -> str | None:
-    """Why this machine cannot run workers with these settings (None: it can)."""
+def load_worker_settings() -> Settings:
+    """This machine's settings, refused (SettingsError) when workers cannot run
+    with them: the worker command and its health probe read them alike."""
+    settings = load_settings({})
     if not settings.queue_url:
-        return "PREDICT_QUEUE_URL is not set (redis://host:6379/0)"
+        raise SettingsError("PREDICT_QUEUE_URL is not set (redis://host:6379/0)")
     if not settings.tasks_db_url or not settings.tasks_db_url.startswith(("postgresql", "postgres")):
-        return "PREDICT_TASKS_DB_URL must name the PostgreSQL database the API instances use"
-    return None
+        raise SettingsError(
+            "PREDICT_TASKS_DB_URL must name the PostgreSQL database the API instances use")
+    return settings
 
 
 def effective(settings: Settings, storage: Storage) -> tuple[Settings, PlanStore | None]:
@@ -87,8 +90,7 @@ def effective(settings: Settings, storage: Storage) -> tuple[Settings, PlanStore
 
 def build_context(settings: Settings) -> WorkerContext:
     """Model, shared store and the executor whose ``run_one`` a job calls."""
-    storage = open_storage(settings.storage_url, settings.data_dir,
-                           endpoint_url=settings.s3_endpoint_url)
+    storage = open_storage(settings)
     settings, plans = effective(settings, storage)
     log = build_logger(settings.data_dir / f"worker_{socket.gethostname()}.log")
     problem = storage.problem()  # also builds the client's session once, before the forks
@@ -155,19 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes on this machine (default PREDICT_MAX_WORKERS)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings({})
+        settings = load_worker_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    problem = check_settings(settings)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
     settings.ensure_dirs()
     try:  # refused here, once, rather than by every worker the pool would restart
-        engine_args(effective(settings, open_storage(
-            settings.storage_url, settings.data_dir,
-            endpoint_url=settings.s3_endpoint_url))[0]).build()
+        engine_args(effective(settings, open_storage(settings))[0]).build()
     except PredictionError as exc:
         print(f"error: the model cannot be loaded: {exc.message}", file=sys.stderr)
         return 2

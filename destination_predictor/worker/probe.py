@@ -29,8 +29,8 @@ import redis
 from rq import Queue, Worker
 
 from ..service.dispatch import NORMAL, WORKER_TTL_S, connect
-from ..service.settings import SettingsError, load_settings
-from .__main__ import check_settings
+from ..service.settings import SettingsError
+from .__main__ import load_worker_settings
 
 
 def descends_from(pid: int, root: int) -> bool:
@@ -75,13 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the worker command (python -m destination_predictor.worker)")
     args = parser.parse_args(argv)
     try:
-        settings = load_settings({})
+        settings = load_worker_settings()
     except SettingsError as exc:
         print(f"配置无效：{exc}", file=sys.stderr)
-        return 2
-    problem = check_settings(settings)
-    if problem:
-        print(f"配置无效：{problem}", file=sys.stderr)
         return 2
     url = str(settings.queue_url)
     conn = connect(url)
