@@ -182,9 +182,8 @@ function setupDrop(state) {
 
 /* ---------- submit ------------------------------------------------------------------ */
 
-function startForm(file, year) {
-  const form = new FormData();
-  form.append("file", file, file.name);
+/* The year and the choices of the form, the same for one file and for a batch. */
+function withChoices(form, year) {
   form.append("year", year);
   const major = $("major-select").value;
   if (major) { form.append("major", major); }
@@ -193,15 +192,16 @@ function startForm(file, year) {
   return form;
 }
 
+function startForm(file, year) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  return withChoices(form, year);
+}
+
 function batchForm(files, year) {
   const form = new FormData();
   files.forEach((f) => form.append("files", f, f.name));
-  form.append("year", year);
-  const major = $("major-select").value;
-  if (major) { form.append("major", major); }
-  const priority = $("priority-select").value;
-  if (priority && priority !== "normal") { form.append("priority", priority); }
-  return form;
+  return withChoices(form, year);
 }
 
 /*
