@@ -166,6 +166,7 @@ class Bench:
         self.redis_url = ""
         self.s3_endpoint = ""
         self.bucket = "predict-bench"
+        self.external_s3 = False  # --s3-endpoint: a store of the operator's, not moto
 
     def start_moto(self) -> None:
         """moto's server mode: a local process speaking the S3 protocol."""
@@ -206,6 +207,22 @@ class Bench:
                 if time.monotonic() > end:
                     raise
                 time.sleep(0.1)
+
+    def cluster(self, name: str, *, apis: int = 1, commands: int = 1, per_command: int = 1,
+                s3: bool = False) -> list[str]:
+        """A fresh distributed phase: everything before stopped, a new Redis
+        (and moto, for ``s3`` without an external store), API instances and
+        worker commands; returns the instances' base URLs."""
+        self.procs.stop_all()
+        self.start_redis()
+        if s3 and not self.external_s3:
+            self.start_moto()  # before the phase: it sets the AWS variables the phase copies
+        phase = Phase(self, name).distributed()
+        if s3:
+            phase.on_s3()
+        bases = phase.api(apis)
+        phase.workers(commands, per_command, bases[0])
+        return bases
 
     def new_database(self, name: str) -> str:
         import psycopg
@@ -290,11 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         # 1. overhead, one task at a time
         [base] = Phase(bench, "embedded").api()
         embedded = sequential(base, books[:args.sequential])
-        bench.procs.stop_all()
-        bench.start_redis()
-        phase = Phase(bench, "dist1").distributed()
-        [base] = phase.api()
-        phase.workers(1, 1, base)
+        [base] = bench.cluster("dist1")
         distributed = sequential(base, books[:args.sequential])
         out["overhead"] = {"embedded_s": [round(x, 3) for x in embedded],
                            "distributed_s": [round(x, 3) for x in distributed],
@@ -303,16 +316,10 @@ def main(argv: list[str] | None = None) -> int:
                                * 1000, 1)}
         print(json.dumps(out["overhead"]), flush=True)
         # 4. the same on the object store, the worker on a data dir of its own
-        bench.procs.stop_all()
-        bench.start_redis()
         if args.s3_endpoint:
-            bench.s3_endpoint = args.s3_endpoint
-            bench.bucket = args.s3_bucket
-        else:
-            bench.start_moto()
-        phase = Phase(bench, "dists3").distributed().on_s3()
-        [base] = phase.api()
-        phase.workers(1, 1, base)
+            bench.s3_endpoint, bench.bucket = args.s3_endpoint, args.s3_bucket
+            bench.external_s3 = True
+        [base] = bench.cluster("dists3", s3=True)
         on_s3 = sequential(base, books[:args.sequential])
         out["object_store"] = {
             "endpoint": "moto" if not args.s3_endpoint else args.s3_endpoint,
@@ -320,30 +327,18 @@ def main(argv: list[str] | None = None) -> int:
             "median_overhead_over_distributed_ms": round(
                 (statistics.median(on_s3) - statistics.median(distributed)) * 1000, 1)}
         print(json.dumps(out["object_store"]), flush=True)
-        # 3a. throughput with one worker process (same phase: fresh books 5..9 + 0..4 again
-        # would hit the cache, so a new phase)
-        bench.procs.stop_all()
-        bench.start_redis()
-        phase = Phase(bench, "tp1").distributed()
-        [base] = phase.api()
-        phase.workers(1, 1, base)
+        # 3. throughput: one worker process, then two (each phase fresh: the same
+        # books again would hit the result cache)
+        [base] = bench.cluster("tp1")
         one = throughput(base, books)
-        bench.procs.stop_all()
-        bench.start_redis()
-        phase = Phase(bench, "tp2").distributed()
-        [base] = phase.api()
-        phase.workers(2, 1, base)
+        [base] = bench.cluster("tp2", commands=2)
         two = throughput(base, books)
         out["throughput"] = {"tasks": len(books), "one_worker_s": round(one, 1),
                              "two_workers_s": round(two, 1),
                              "speedup": round(one / two, 2)}
         print(json.dumps(out["throughput"]), flush=True)
         # 2. status latency, two API instances, six jobs running (two commands x 3)
-        bench.procs.stop_all()
-        bench.start_redis()
-        phase = Phase(bench, "p99").distributed()
-        bases = phase.api(2)
-        phase.workers(2, 3, bases[0])
+        bases = bench.cluster("p99", apis=2, commands=2, per_command=3)
         out["status_two_instances_six_jobs"] = status_latency(bases, books[:6])
         print(json.dumps(out["status_two_instances_six_jobs"]), flush=True)
     finally:
