@@ -76,14 +76,10 @@ def _check_name(name: str) -> str:
 class DirStorage:
     """Uploads and results as files under one root (the data dir by default)."""
 
-    kind = "dir"
     shared_cache = False
 
     def __init__(self, root: Path) -> None:
         self.root = root
-
-    def describe(self) -> str:
-        return str(self.root)
 
     def local_dir(self, area: str) -> Path:
         return self.root / area
@@ -156,7 +152,6 @@ class S3Storage:
     The boto3 client is made per process (``after_fork``, and checked by pid):
     a client's connection pool must not be shared by a forked work horse."""
 
-    kind = "s3"
     shared_cache = True
 
     def __init__(self, bucket: str, prefix: str, cache_root: Path, *,
@@ -170,9 +165,6 @@ class S3Storage:
         self._client_pid = 0
         self._lock = threading.Lock()
         self._probe: tuple[float, str | None] | None = None
-
-    def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
 
     # --- plumbing -----------------------------------------------------------
 
@@ -290,8 +282,7 @@ class S3Storage:
     def remove(self, area: str, names: Iterable[str]) -> int:
         """The objects and this machine's cached copies."""
         unique = list(dict.fromkeys(names))
-        for name in unique:
-            self.local_path(area, name).unlink(missing_ok=True)
+        self.drop_cached(area, unique)
         removed = 0
         for i in range(0, len(unique), 1000):  # DeleteObjects takes 1,000 keys
             batch = unique[i:i + 1000]
@@ -308,8 +299,7 @@ class S3Storage:
         """One task's results: the objects, and whatever this machine holds
         (a run's local files that were never published)."""
         local = {p.name for p in self.local_dir(area).glob(f"{prefix}*")}
-        for name in local:
-            (self.local_dir(area) / name).unlink(missing_ok=True)
+        self.drop_cached(area, local)
         stored = self.names(area, prefix)
         return self.remove(area, stored) + len(local - stored)
 
