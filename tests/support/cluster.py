@@ -20,7 +20,12 @@ from typing import Any
 import redis
 import requests
 
-from support.live_server import LiveServer, free_port, not_installed, port_open
+from support.live_server import (
+    LiveServer,
+    free_port,
+    not_installed,
+    wait_until_listening,
+)
 from support.paths import MODELS_DIR, PLANS_DIR, REPO
 
 
@@ -52,11 +57,7 @@ class RedisServer:
              "--appendonly", "no", "--dir", str(self.root)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
-        deadline = time.monotonic() + 20
-        while not port_open(self.port):
-            assert self.proc.poll() is None, (self.root / "redis.log").read_text()
-            assert time.monotonic() < deadline, "redis-server did not listen"
-            time.sleep(0.05)
+        wait_until_listening(self.proc, self.port, self.root / "redis.log", "redis-server", 20)
         return self
 
     def stop(self) -> None:

@@ -15,13 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.live_server import free_port, not_installed, port_open
+from support.live_server import free_port, not_installed, wait_until_listening
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "predict-test", "AWS_SECRET_ACCESS_KEY": "predict-test-secret",
            "AWS_DEFAULT_REGION": "us-east-1"}
@@ -60,11 +59,7 @@ class S3Server:
             [*moto_command(), "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env={**os.environ, **AWS_ENV})
-        deadline = time.monotonic() + 30
-        while not port_open(self.port):
-            assert self.proc.poll() is None, (self.root / "moto.log").read_text()
-            assert time.monotonic() < deadline, "moto server did not listen"
-            time.sleep(0.05)
+        wait_until_listening(self.proc, self.port, self.root / "moto.log", "moto server", 30)
         return self
 
     def stop(self) -> None:
